@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "Album",
@@ -22,6 +22,7 @@ __all__ = [
     "Image",
     "Page",
     "PlaylistItem",
+    "PlaylistOwner",
     "SearchResult",
     "SimplifiedAlbum",
     "SimplifiedArtist",
@@ -71,7 +72,12 @@ class Artist(SimplifiedArtist):
 
 
 class Page(_Model, Generic[T]):
-    """Spotify's paging object."""
+    """Spotify's paging object.
+
+    ``null`` entries in ``items`` (the API sends them for objects it cannot show, e.g. in playlist
+    search results) are dropped, so ``len(items)`` may be below ``limit`` on a page that is not the
+    last: page with ``offset + limit`` and ``total``/``next``, never with ``len(items)``.
+    """
 
     items: list[T]
     total: int = Field(ge=0)
@@ -80,6 +86,13 @@ class Page(_Model, Generic[T]):
     next: str | None = None
     previous: str | None = None
     href: str | None = None
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _drop_null_items(cls, value: object) -> object:
+        if isinstance(value, list) and None in value:
+            return [item for item in value if item is not None]
+        return value
 
 
 class SimplifiedTrack(_Model):
@@ -109,13 +122,47 @@ class Album(SimplifiedAlbum):
     popularity: int | None = None
 
 
+class PlaylistOwner(_Model):
+    """The owner of a playlist: ``spotify`` for editorial playlists."""
+
+    id: str | None = None
+    display_name: str | None = None
+
+
 class SimplifiedPlaylist(_Model):
     id: str = Field(min_length=1)
     name: str = ""
+    owner: PlaylistOwner | None = None
+    collaborative: bool | None = None
+    public: bool | None = None
+    snapshot_id: str | None = None
 
 
 class PlaylistItem(_Model):
+    """One entry of a playlist.
+
+    The API moved the entry from ``track`` to ``item`` in 2026 and still sends both for a while;
+    whichever is present becomes ``track``. Local files (``is_local``, with null ids) and podcast
+    episodes carry no catalog artists and become ``track=None`` instead of failing the page.
+    """
+
     track: Track | None = None
+    added_at: str | None = None
+    is_local: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entry(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        entry = data.get("item") if data.get("item") is not None else data.get("track")
+        if data.get("is_local") or not isinstance(entry, dict) or entry.get("type") == "episode":
+            entry = None
+        return {
+            "track": entry,
+            "added_at": data.get("added_at"),
+            "is_local": bool(data.get("is_local")),
+        }
 
 
 class Category(_Model):
@@ -129,3 +176,4 @@ class SearchResult(_Model):
     artists: Page[Artist] | None = None
     albums: Page[SimplifiedAlbum] | None = None
     tracks: Page[Track] | None = None
+    playlists: Page[SimplifiedPlaylist] | None = None
