@@ -1,0 +1,158 @@
+"""What the crawler stores, independent of the database engine.
+
+A *task* is one API request still to make (or a short page walk: a search page, one artist's
+albums page, an album, a hydration batch). Tasks are durable rows; their identity is a canonical
+``key`` derived from kind and parameters, so spawning the same task twice is a no-op. The crawler
+claims tasks, makes the request, and hands the outcome to :meth:`Store.complete`, which in ONE
+transaction upserts the artists, marks the task done and inserts the tasks it spawned: a crash at
+any moment either keeps all of that or none of it.
+
+An artist is known ``SIMPLIFIED`` (id and name, from an album or a track) or ``FULL`` (a full
+artist object: genres, images and whatever else the API still gives this app). A simplified object
+never overwrites a full one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Protocol
+
+from ..models import Artist, SimplifiedArtist
+
+__all__ = [
+    "ArtistCounts",
+    "Detail",
+    "SearchNode",
+    "Store",
+    "Task",
+    "TaskOutcome",
+    "TaskSpec",
+    "TaskState",
+    "task_key",
+]
+
+
+class Detail(IntEnum):
+    SIMPLIFIED = 0
+    FULL = 1
+
+
+class TaskState(IntEnum):
+    PENDING = 0
+    LEASED = 1
+    DONE = 2
+    FAILED = 3
+
+
+def task_key(kind: str, params: Mapping[str, Any]) -> str:
+    """The identity of a task: its kind and its parameters in canonical JSON."""
+    return (
+        kind + ":" + json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A task to create. ``priority``: higher runs first within its kind."""
+
+    kind: str
+    params: Mapping[str, Any]
+    priority: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return task_key(self.kind, self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A task claimed from the store."""
+
+    id: int
+    kind: str
+    params: Mapping[str, Any]
+    priority: float
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class SearchNode:
+    """A node of the search query tree: a query, its exact total and what we did with it."""
+
+    query: str
+    parent: str | None
+    total: int
+    status: str  # "paging": pages queued; "split": children queued instead; "empty"
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """Everything one finished task produced, committed together."""
+
+    artists: Sequence[Artist | SimplifiedArtist] = ()
+    spawn: Sequence[TaskSpec] = ()
+    search_nodes: Sequence[SearchNode] = ()
+    requests: int = 1
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionResult:
+    """What the commit changed: the planner's reward signal."""
+
+    new_full: int
+    new_simplified: int
+    upgraded: int  # known simplified before, full now
+    spawned: int
+
+    @property
+    def value(self) -> float:
+        """Units of progress: each artist id found is 1, each artist's full details is 1."""
+        return 2.0 * self.new_full + self.new_simplified + self.upgraded
+
+
+@dataclass(frozen=True, slots=True)
+class ArtistCounts:
+    total: int
+    full: int
+
+    @property
+    def simplified(self) -> int:
+        return self.total - self.full
+
+
+class Store(Protocol):
+    """The interface every store backend implements."""
+
+    def close(self) -> None: ...
+
+    def get_meta(self, key: str) -> Any: ...
+
+    def set_meta(self, key: str, value: Any) -> None: ...
+
+    def add_tasks(self, specs: Iterable[TaskSpec]) -> int: ...
+
+    def claim(self, kind: str, limit: int) -> list[Task]: ...
+
+    def pending_counts(self) -> dict[str, int]: ...
+
+    def task_counts(self) -> dict[str, dict[str, int]]: ...
+
+    def complete(self, task: Task, outcome: TaskOutcome) -> CompletionResult: ...
+
+    def release(self, tasks: Iterable[Task]) -> None: ...
+
+    def fail(self, task: Task, reason: str) -> None: ...
+
+    def recover_leases(self) -> int: ...
+
+    def queue_hydration(self, batch_size: int, max_tasks: int, priority: float = 0.0) -> int: ...
+
+    def artist_counts(self) -> ArtistCounts: ...
+
+    def iter_artists(self) -> Iterator[dict[str, Any]]: ...
+
+    def search_nodes(self) -> list[SearchNode]: ...

@@ -1,0 +1,86 @@
+"""The SQLite schema and its migrations.
+
+``PRAGMA user_version`` holds the schema version. ``MIGRATIONS[v]`` takes a database at version
+``v - 1`` to version ``v``; :func:`migrate` applies every step above the file's version, each in its
+own transaction, so a database from any earlier release opens in this one. Add a step, never edit
+one that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+_V1 = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL                 -- JSON
+) WITHOUT ROWID;
+
+CREATE TABLE artists (
+    id               TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    detail           INTEGER NOT NULL,  -- 0 simplified (id + name), 1 full artist object
+    genres           TEXT,              -- JSON list, NULL when the API did not give it
+    popularity       INTEGER,
+    followers        INTEGER,
+    images           TEXT,              -- JSON list of {url, height, width}
+    uri              TEXT,
+    external_url     TEXT,
+    found_by         TEXT NOT NULL,     -- the kind of task that first found it
+    first_seen       REAL NOT NULL,     -- epoch seconds
+    updated_at       REAL NOT NULL,
+    hydration_queued INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE INDEX artists_to_hydrate ON artists (first_seen) WHERE detail = 0 AND hydration_queued = 0;
+
+CREATE TABLE tasks (
+    id          INTEGER PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    key         TEXT NOT NULL UNIQUE,   -- kind + canonical JSON params: spawning twice is a no-op
+    params      TEXT NOT NULL,
+    priority    REAL NOT NULL DEFAULT 0,
+    state       INTEGER NOT NULL,       -- 0 pending, 1 leased, 2 done, 3 failed
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created_at  REAL NOT NULL,
+    leased_at   REAL,
+    finished_at REAL,
+    requests    INTEGER,                -- API requests the task cost
+    value       INTEGER,                -- artists found + details gained
+    error       TEXT
+);
+
+CREATE INDEX tasks_pending ON tasks (kind, priority DESC, id) WHERE state = 0;
+
+CREATE TABLE search_nodes (
+    query  TEXT PRIMARY KEY,
+    parent TEXT,
+    total  INTEGER NOT NULL,
+    status TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, version: int) -> None:
+    """Bring ``db`` (autocommit connection) from ``version`` to :data:`SCHEMA_VERSION`."""
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[target]):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {target}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (our scripts hold no ';' inside literals)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

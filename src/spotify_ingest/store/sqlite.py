@@ -1,0 +1,395 @@
+"""The SQLite store: one file, WAL journal, one transaction per finished task.
+
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``. A killed process (SIGKILL,
+OOM, Ctrl-C at the wrong moment) loses no committed transaction; a power cut may lose the last
+few, which only means those tasks run again, and every write is an idempotent upsert, so nothing is
+stored twice. Tasks a dead process had leased go back to pending when the store is opened
+(:meth:`SQLiteStore.recover_leases`): one SQLite file serves one crawler process at a time, which
+an exclusive lock file enforces.
+
+Schema versions live in ``PRAGMA user_version`` and :mod:`spotify_ingest.store.schema` holds the
+migrations from every earlier version; a database from a newer version is refused, never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import SchemaTooNewError, StoreError, UsageError
+from ..models import Artist, SimplifiedArtist
+from .base import (
+    ArtistCounts,
+    CompletionResult,
+    Detail,
+    SearchNode,
+    Task,
+    TaskOutcome,
+    TaskSpec,
+    TaskState,
+)
+from .schema import SCHEMA_VERSION, migrate
+
+__all__ = ["SQLiteStore"]
+
+_CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
+
+_UPSERT_ARTIST = """
+INSERT INTO artists (id, name, detail, genres, popularity, followers, images, uri, external_url,
+                     found_by, first_seen, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name,
+    detail = excluded.detail,
+    genres = excluded.genres,
+    popularity = excluded.popularity,
+    followers = excluded.followers,
+    images = excluded.images,
+    uri = COALESCE(excluded.uri, artists.uri),
+    external_url = COALESCE(excluded.external_url, artists.external_url),
+    updated_at = excluded.updated_at
+WHERE excluded.detail >= artists.detail
+"""
+
+_ARTIST_COLUMNS = (
+    "id", "name", "detail", "genres", "popularity", "followers", "images", "uri",
+    "external_url", "found_by", "first_seen", "updated_at",
+)  # fmt: skip
+
+
+def _artist_row(artist: Artist | SimplifiedArtist, found_by: str, now: float) -> tuple[Any, ...]:
+    url = (artist.external_urls or {}).get("spotify")
+    if isinstance(artist, Artist):
+        images = None
+        if artist.images is not None:
+            images = json.dumps([img.model_dump() for img in artist.images], ensure_ascii=False)
+        genres = None if artist.genres is None else json.dumps(artist.genres, ensure_ascii=False)
+        return (
+            artist.id, artist.name, int(Detail.FULL), genres, artist.popularity,
+            artist.followers, images, artist.uri, url, found_by, now, now,
+        )  # fmt: skip
+    return (
+        artist.id, artist.name, int(Detail.SIMPLIFIED), None, None, None, None, artist.uri, url,
+        found_by, now, now,
+    )  # fmt: skip
+
+
+class SQLiteStore:
+    """A :class:`~spotify_ingest.store.base.Store` in one SQLite file."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise UsageError(
+                f"--db {self.path} is a directory: give a file path such as spotify.db"
+            )
+        if not self.path.exists():
+            if not create:
+                raise UsageError(f"no database at {self.path}: run `spotify-ingest crawl` first")
+            parent = self.path.parent if str(self.path.parent) else Path(".")
+            if not parent.is_dir():
+                raise UsageError(f"--db {self.path}: folder {parent} does not exist")
+            if not os.access(parent, os.W_OK):
+                raise StoreError(f"--db {self.path}: folder {parent} is not writable")
+        elif not os.access(self.path, os.R_OK):
+            raise StoreError(f"--db {self.path} is not readable")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNewError(
+                    f"{self.path} has schema version {version}, newer than this spotify-ingest "
+                    f"understands ({SCHEMA_VERSION}): upgrade spotify-ingest"
+                )
+            if version == 0 and self._has_foreign_tables():
+                raise StoreError(f"{self.path} is an SQLite file but not a spotify-ingest database")
+            migrate(self._db, version)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(
+                f"{self.path} is not a spotify-ingest database or is corrupt ({exc}): "
+                "move it away or give another --db"
+            ) from None
+        except StoreError:
+            self._db.close()
+            raise
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _has_foreign_tables(self) -> bool:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        return bool(rows)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``BEGIN IMMEDIATE`` takes the write lock up front."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise StoreError(f"cannot commit to {self.path}: {exc}") from None
+
+    def _write(self, fn_sql: str, args: Sequence[Any] = ()) -> None:
+        try:
+            with self._tx() as db:
+                db.execute(fn_sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error:  # pragma: no cover - closing a broken handle
+            pass
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._write(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value, ensure_ascii=False)),
+        )
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_tasks(db: sqlite3.Connection, specs: Iterable[TaskSpec], now: float) -> int:
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO tasks (kind, key, params, priority, state, created_at) "
+            "VALUES (?, ?, ?, ?, 0, ?)",
+            (
+                (s.kind, s.key, json.dumps(s.params, ensure_ascii=False), s.priority, now)
+                for s in specs
+            ),
+        )
+        return db.total_changes - before
+
+    def add_tasks(self, specs: Iterable[TaskSpec]) -> int:
+        try:
+            with self._tx() as db:
+                return self._insert_tasks(db, specs, time.time())
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+
+    def claim(self, kind: str, limit: int) -> list[Task]:
+        """Lease up to ``limit`` pending tasks of ``kind``: highest priority first, then oldest."""
+        try:
+            with self._tx() as db:
+                rows = db.execute(
+                    "SELECT id, kind, params, priority, attempts FROM tasks "
+                    "WHERE state = 0 AND kind = ? ORDER BY priority DESC, id LIMIT ?",
+                    (kind, limit),
+                ).fetchall()
+                db.executemany(
+                    "UPDATE tasks SET state = 1, attempts = attempts + 1, leased_at = ? "
+                    "WHERE id = ?",
+                    ((time.time(), r[0]) for r in rows),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+        return [Task(r[0], r[1], json.loads(r[2]), r[3], r[4] + 1) for r in rows]
+
+    def pending_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT kind, COUNT(*) FROM tasks WHERE state = 0 GROUP BY kind"
+        ).fetchall()
+        return {kind: n for kind, n in rows}
+
+    def task_counts(self) -> dict[str, dict[str, int]]:
+        """``{kind: {state name: count}}`` over every task ever created."""
+        out: dict[str, dict[str, int]] = {}
+        for kind, state, n in self._db.execute(
+            "SELECT kind, state, COUNT(*) FROM tasks GROUP BY kind, state"
+        ):
+            out.setdefault(kind, {})[TaskState(state).name.lower()] = n
+        return out
+
+    def complete(self, task: Task, outcome: TaskOutcome) -> CompletionResult:
+        """Record a finished task in one transaction; see the module docstring of ``base``."""
+        now = time.time()
+        best: dict[str, Artist | SimplifiedArtist] = {}
+        for artist in outcome.artists:
+            held = best.get(artist.id)
+            if held is None or (isinstance(artist, Artist) and not isinstance(held, Artist)):
+                best[artist.id] = artist
+        try:
+            with self._tx() as db:
+                known = self._details_of(db, list(best))
+                new_full = new_simplified = upgraded = 0
+                rows = []
+                for artist_id, artist in best.items():
+                    full = isinstance(artist, Artist)
+                    before = known.get(artist_id)
+                    if before is None:
+                        if full:
+                            new_full += 1
+                        else:
+                            new_simplified += 1
+                    elif full and before == Detail.SIMPLIFIED:
+                        upgraded += 1
+                    elif not full:
+                        continue  # nothing new to write
+                    rows.append(_artist_row(artist, task.kind, now))
+                db.executemany(_UPSERT_ARTIST, rows)
+                cur = db.execute(
+                    "UPDATE tasks SET state = 2, finished_at = ?, requests = ?, value = ? "
+                    "WHERE id = ? AND state = 1",
+                    (now, outcome.requests, 2 * new_full + new_simplified + upgraded, task.id),
+                )
+                if cur.rowcount != 1:
+                    raise StoreError(f"task {task.id} was not leased by this crawler")
+                spawned = self._insert_tasks(db, outcome.spawn, now)
+                db.executemany(
+                    "INSERT INTO search_nodes (query, parent, total, status) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (query) DO UPDATE SET total = excluded.total, "
+                    "status = excluded.status",
+                    ((n.query, n.parent, n.total, n.status) for n in outcome.search_nodes),
+                )
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    ((k, json.dumps(v, ensure_ascii=False)) for k, v in outcome.meta.items()),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+        return CompletionResult(new_full, new_simplified, upgraded, spawned)
+
+    @staticmethod
+    def _details_of(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Detail]:
+        known: dict[str, Detail] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for artist_id, detail in db.execute(
+                f"SELECT id, detail FROM artists WHERE id IN ({marks})", chunk
+            ):
+                known[artist_id] = Detail(detail)
+        return known
+
+    def simplified_among(self, ids: Sequence[str]) -> list[str]:
+        """The ids of ``ids`` still known only in simplified form (hydration skips the rest)."""
+        known = self._details_of(self._db, list(ids))
+        return [i for i in ids if known.get(i) == Detail.SIMPLIFIED]
+
+    def release(self, tasks: Iterable[Task]) -> None:
+        """Give leased tasks back (shutdown, or a request that must be retried later)."""
+        try:
+            with self._tx() as db:
+                db.executemany(
+                    "UPDATE tasks SET state = 0, attempts = MAX(attempts - 1, 0) "
+                    "WHERE id = ? AND state = 1",
+                    ((t.id,) for t in tasks),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+
+    def fail(self, task: Task, reason: str) -> None:
+        """Give up on a task for good (the API will never answer it: unknown id, bad query)."""
+        self._write(
+            "UPDATE tasks SET state = 3, finished_at = ?, error = ? WHERE id = ?",
+            (time.time(), reason[:500], task.id),
+        )
+
+    def recover_leases(self) -> int:
+        """Tasks leased by a process that is gone go back to pending; returns how many."""
+        try:
+            with self._tx() as db:
+                return db.execute("UPDATE tasks SET state = 0 WHERE state = 1").rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+
+    def queue_hydration(self, batch_size: int, max_tasks: int, priority: float = 0.0) -> int:
+        """Turn simplified artists not yet queued into ``hydrate`` tasks of ``batch_size`` ids."""
+        try:
+            with self._tx() as db:
+                ids = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT id FROM artists WHERE detail = 0 AND hydration_queued = 0 "
+                        "ORDER BY first_seen, id LIMIT ?",
+                        (batch_size * max_tasks,),
+                    )
+                ]
+                if not ids:
+                    return 0
+                db.executemany(
+                    "UPDATE artists SET hydration_queued = 1 WHERE id = ?", ((i,) for i in ids)
+                )
+                batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+                return self._insert_tasks(
+                    db, (TaskSpec("hydrate", {"ids": b}, priority) for b in batches), time.time()
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def artist_counts(self) -> ArtistCounts:
+        total, full = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(detail), 0) FROM artists"
+        ).fetchone()
+        return ArtistCounts(total=total, full=full)
+
+    def artist_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT id FROM artists")}
+
+    def iter_artists(self) -> Iterator[dict[str, Any]]:
+        """Every artist as a dict of plain values, in id order, streamed from the database."""
+        cur = self._db.cursor()
+        cur.arraysize = 1000
+        cur.execute(f"SELECT {', '.join(_ARTIST_COLUMNS)} FROM artists ORDER BY id")
+        while rows := cur.fetchmany():
+            for row in rows:
+                item = dict(zip(_ARTIST_COLUMNS, row, strict=True))
+                item["detail"] = Detail(item["detail"]).name.lower()
+                for key in ("genres", "images"):
+                    if item[key] is not None:
+                        item[key] = json.loads(item[key])
+                yield item
+
+    def search_nodes(self) -> list[SearchNode]:
+        return [
+            SearchNode(*row)
+            for row in self._db.execute(
+                "SELECT query, parent, total, status FROM search_nodes ORDER BY query"
+            )
+        ]
+
+    def requests_done(self) -> int:
+        row = self._db.execute("SELECT COALESCE(SUM(requests), 0) FROM tasks WHERE state = 2")
+        return int(row.fetchone()[0])
