@@ -13,12 +13,12 @@ migrations from every earlier version; a database from a newer version is refuse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +133,7 @@ class SQLiteStore:
         rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         return bool(rows)
 
-    @contextmanager
+    @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; ``BEGIN IMMEDIATE`` takes the write lock up front."""
         db = self._db
@@ -160,10 +160,8 @@ class SQLiteStore:
             raise StoreError(f"cannot write to {self.path}: {exc}") from None
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        except sqlite3.Error:  # pragma: no cover - closing a broken handle
-            pass
 
     def __enter__(self) -> SQLiteStore:
         return self
