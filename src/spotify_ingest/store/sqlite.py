@@ -388,6 +388,16 @@ class SQLiteStore:
             )
         ]
 
+    def rate_estimates(self) -> list[dict[str, Any]]:
+        """Every learned limit: ``{"client": hashed id, "api_base": ..., "estimate": {...}}``."""
+        out = []
+        for key, value in self._db.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'rate_estimate:%' ORDER BY key"
+        ):
+            _, client, api_base = key.split(":", 2)
+            out.append({"client": client, "api_base": api_base, "estimate": json.loads(value)})
+        return out
+
     def requests_done(self) -> int:
         row = self._db.execute("SELECT COALESCE(SUM(requests), 0) FROM tasks WHERE state = 2")
         return int(row.fetchone()[0])
