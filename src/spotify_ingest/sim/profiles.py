@@ -143,8 +143,10 @@ class Profile:
     name: str
     description: str
     removed: Mapping[str, Removal] = field(default_factory=dict)  # endpoint key -> answer
-    max_limit: Mapping[str, int] = _LIMITS_50  # endpoint key -> largest accepted ``limit``
-    default_limit: Mapping[str, int] = _DEFAULT_LIMITS_20  # endpoint key -> ``limit`` if absent
+    # endpoint key -> largest accepted ``limit``
+    max_limit: Mapping[str, int] = field(default_factory=lambda: _LIMITS_50)
+    # endpoint key -> ``limit`` when the request has none
+    default_limit: Mapping[str, int] = field(default_factory=lambda: _DEFAULT_LIMITS_20)
     artist_fields_removed: frozenset[str] = frozenset()  # dropped from every full artist
     album_fields_removed: frozenset[str] = frozenset()  # dropped from every album shape
     editorial_playlists_removed: bool = False  # owner "spotify" playlists answer 404
