@@ -220,7 +220,7 @@ class TokenProvider:
             ) from None
         status = response.status_code
         logger.debug(
-            "POST %s -> %d in %.1f ms",
+            "%s -> %d in %.1f ms",
             _TOKEN_ENDPOINT,
             status,
             (time.perf_counter() - started) * 1000.0,

@@ -20,7 +20,8 @@ One call, step by step (``_call``)::
     403            EndpointUnavailableError
     404            NotFoundError if the endpoint names one object (``/artists/{id}``: the id does
                    not exist), EndpointUnavailableError if it does not (``/search``,
-                   ``/artists?ids=``, ``/browse/...``: the endpoint is gone for this app).
+                   ``/artists?ids=``, ``/browse/...``: the endpoint is gone for this app) or if
+                   the message is "Service not found" (the API's answer for a path it lacks).
                    The capabilities probe calls lookups with ids known to exist, so a
                    NotFoundError there means "endpoint removed" (related-artists answers 404 for
                    every id since 2024).
@@ -518,8 +519,8 @@ class SpotifyClient:
             return await self._call(_PLAYLIST_TRACKS, f"/playlists/{pid}/tracks", params, parse)
         try:
             page = await self._call(_PLAYLIST_ITEMS, f"/playlists/{pid}/items", params, parse)
-        except NotFoundError:
-            if self._playlist_route == "items":
+        except (NotFoundError, EndpointUnavailableError) as exc:
+            if self._playlist_route == "items" or exc.status != 404:
                 raise
             page = await self._call(_PLAYLIST_TRACKS, f"/playlists/{pid}/tracks", params, parse)
             self._playlist_route = "tracks"
@@ -555,6 +556,7 @@ class SpotifyClient:
             # 1. Never resend before the Retry-After this request was given; then the pauses.
             delay = not_before - self._clock.now()
             if delay > 0:
+                stats.waited_seconds += delay
                 await self._clock.sleep(delay)
             if controller is None:
                 await self._bare_pause()
@@ -788,7 +790,7 @@ class SpotifyClient:
                 where = ".".join(str(p) for p in first["loc"]) if first else "?"
                 more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
                 what = (
-                    f"body is not a {endpoint.shape}: "
+                    f"body does not match {endpoint.shape}: "
                     f"{where or 'body'}: {first['msg'] if first else 'invalid'}{more}"
                 )
             raise BadResponseError(
@@ -809,7 +811,7 @@ class SpotifyClient:
                 endpoint=name,
             )
         if status == 404:
-            if endpoint.names_object:
+            if endpoint.names_object and message.lower() != "service not found":
                 return NotFoundError(
                     f"GET {path}: not found (404{shown})", status=status, endpoint=name
                 )
