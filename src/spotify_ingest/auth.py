@@ -149,22 +149,28 @@ class TokenProvider:
             raise self._rejected
         task = self._renewal
         if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self._fetch_with_retries())
+            task = asyncio.get_running_loop().create_task(self._renewal_job())
             task.add_done_callback(self._renewal_done)
             self._renewal = task
         return await asyncio.shield(task)
 
+    async def _renewal_job(self) -> AccessToken:
+        """Fetch a token and cache it before the task completes, so that no caller can see the
+        task done while the cache still holds the old token (and start a second renewal)."""
+        try:
+            token = await self._fetch_with_retries()
+        except CredentialsError as exc:
+            self._rejected = exc
+            raise
+        self._token = token
+        self.renewals += 1
+        return token
+
     def _renewal_done(self, task: asyncio.Task[AccessToken]) -> None:
         if self._renewal is task:
             self._renewal = None
-        if task.cancelled():
-            return
-        exc = task.exception()  # also marks it retrieved when every waiter was cancelled
-        if exc is None:
-            self._token = task.result()
-            self.renewals += 1
-        elif isinstance(exc, CredentialsError):
-            self._rejected = exc
+        if not task.cancelled():
+            task.exception()  # marks it retrieved even when every waiter was cancelled
 
     async def _fetch_with_retries(self) -> AccessToken:
         attempt = 0

@@ -47,8 +47,10 @@ Neither the access token nor the client secret ever appears in an exception, a l
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -250,6 +252,70 @@ class _Truncated(Exception):
     """A 2xx body that ended early: treated like a transport failure (retried)."""
 
 
+class _BarePause:
+    """The bare client's stand-in for a rate controller: no pacing, but never a burst into a 429.
+
+    After a 429 every call waits until its Retry-After has passed (without the header: 1 s,
+    doubling per such 429 in a row); then calls go one at a time, each waiting for the previous
+    one's answer, until one is not a 429: a whole queue of requests released at once into a
+    server that just refused us would extend the penalty. A pause longer than ``max_wait`` raises
+    MustWaitError at once (unless ``wait``) rather than send into it.
+    """
+
+    def __init__(self, clock: Clock, *, max_wait: float, wait: bool, stats: ClientStats) -> None:
+        self._clock = clock
+        self._max_wait = max_wait
+        self._wait = wait
+        self._stats = stats
+        self.paused_until = -math.inf  # no request leaves before this clock time
+        self._recovering = False  # after a 429: one request at a time until one gets through
+        self._probe = asyncio.Lock()  # held by the one request in flight while recovering
+        self._missing_streak = 0  # 429s without Retry-After in a row
+
+    async def acquire(self) -> bool:
+        """Wait for the pause; the ticket says whether this request holds the probe lock."""
+        while True:
+            delay = self.paused_until - self._clock.now()
+            if delay > 0:
+                if delay > self._max_wait and not self._wait:
+                    raise MustWaitError(
+                        f"the API asked us to wait {delay:.0f} s (more than --max-wait "
+                        f"{self._max_wait:.0f} s): try again after that",
+                        wait_seconds=delay,
+                    )
+                self._stats.waited_seconds += delay
+                await self._clock.sleep(delay)
+                continue
+            if not self._recovering:
+                return False
+            await self._probe.acquire()
+            if self._recovering and self.paused_until <= self._clock.now():
+                return True
+            self._probe.release()  # recovered, or paused again, while we queued
+
+    def _release(self, ticket: bool) -> None:
+        if ticket:
+            self._probe.release()
+
+    def on_success(self, ticket: bool) -> None:
+        self._recovering = False
+        self._missing_streak = 0
+        self._release(ticket)
+
+    def on_rate_limited(self, ticket: bool, retry_after: float | None) -> None:
+        if retry_after is None:
+            pause = BARE_PAUSE_WITHOUT_RETRY_AFTER * 2.0 ** min(self._missing_streak, 20)
+            self._missing_streak += 1
+        else:
+            pause = retry_after
+        self.paused_until = max(self.paused_until, self._clock.now() + pause)
+        self._recovering = True
+        self._release(ticket)
+
+    def on_no_response(self, ticket: bool) -> None:
+        self._release(ticket)
+
+
 class SpotifyClient:
     """Async Spotify Web API client for the crawler (client-credentials flow).
 
@@ -293,11 +359,14 @@ class SpotifyClient:
             token_url or settings.token_url, what="token URL", allow_plain_http=in_process
         )
         self._base_path = urlsplit(self._api_base).path.rstrip("/")
-        self._controller = controller
+        self.stats = ClientStats()
         self._max_wait = float(max_wait)
         self._wait = wait
         self._on_wait = on_wait
         self._clock: Clock = clock or MonotonicClock()
+        self._controller: RateControllerLike = controller or _BarePause(
+            self._clock, max_wait=self._max_wait, wait=wait, stats=self.stats
+        )
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
         if backoff_base is None:
@@ -307,7 +376,6 @@ class SpotifyClient:
         self._backoff_base = backoff_base
         self._backoff_cap = 16.0 * backoff_base
         self._budget = retry_budget or RetryBudget()
-        self.stats = ClientStats()
         self._http = httpx.AsyncClient(
             transport=transport,
             timeout=timeout or settings.timeout(),
@@ -332,12 +400,10 @@ class SpotifyClient:
             rng=self._rng,
             on_token_request=self._count_token_request,
         )
-        self._paused_until = 0.0  # bare client only: no request leaves before this clock time
-        self._bare_missing_retry_after_streak = 0  # bare client: 429s without Retry-After in a row
         self._playlist_route: Literal["items", "tracks"] | None = None  # learned on first success
 
     def __repr__(self) -> str:
-        return f"SpotifyClient(api_base={self._api_base!r}, controller={self._controller!r})"
+        return f"SpotifyClient(api_base={self._api_base!r})"
 
     async def __aenter__(self) -> SpotifyClient:
         return self
@@ -558,11 +624,7 @@ class SpotifyClient:
             if delay > 0:
                 stats.waited_seconds += delay
                 await self._clock.sleep(delay)
-            if controller is None:
-                await self._bare_pause()
-                ticket: Any = None
-            else:
-                ticket = await controller.acquire()
+            ticket = await controller.acquire()
 
             # 2. Send.
             try:
@@ -574,8 +636,7 @@ class SpotifyClient:
                 started = time.perf_counter()
                 response = await self._http.send(request)
             except (httpx.TransportError, httpx.DecodingError) as exc:
-                if controller is not None:
-                    controller.on_no_response(ticket)
+                controller.on_no_response(ticket)
                 stats.transport_errors += 1
                 self._log(endpoint, "error " + type(exc).__name__, started)
                 failures += 1
@@ -587,8 +648,7 @@ class SpotifyClient:
                 await self._retry_or_raise(error, failures)
                 continue
             except BaseException:  # cancelled, or a token/credentials error: free the ticket
-                if controller is not None:
-                    controller.on_no_response(ticket)
+                controller.on_no_response(ticket)
                 raise
 
             # 3. Classify.
@@ -601,18 +661,15 @@ class SpotifyClient:
             if status == 429:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 reason = _error_reason(response)
-                if controller is not None:
-                    controller.on_rate_limited(ticket, retry_after)
+                controller.on_rate_limited(ticket, retry_after)
                 rate_replays += 1
                 not_before = await self._on_429(endpoint, path, retry_after, reason, rate_replays)
                 stats.replays += 1
                 continue
 
-            if controller is not None:
-                controller.on_success(ticket)  # the server saw this request
+            controller.on_success(ticket)  # the server saw this request
 
             if 200 <= status < 300:
-                self._bare_missing_retry_after_streak = 0
                 try:
                     return self._parse(endpoint, response, parse)
                 except _Truncated:
@@ -679,8 +736,6 @@ class SpotifyClient:
             cause = RateLimitedError(
                 f"GET {name}: rate limited", retry_after=retry_after, reason=reason, endpoint=name
             )
-        if self._controller is None:
-            wait_for = self._bare_note_429(retry_after, wait_for)
 
         if quota or wait_for > self._max_wait:
             if not self._wait:
@@ -704,32 +759,6 @@ class SpotifyClient:
                 endpoint=name,
             )
         return self._clock.now() + (retry_after or 0.0)
-
-    def _bare_note_429(self, retry_after: float | None, wait_for: float) -> float:
-        """Bare client: pause every call of this client; return how long this one must wait."""
-        if retry_after is None and wait_for == 0.0:
-            wait_for = BARE_PAUSE_WITHOUT_RETRY_AFTER * 2.0**self._bare_missing_retry_after_streak
-            self._bare_missing_retry_after_streak = min(
-                self._bare_missing_retry_after_streak + 1, 20
-            )
-        self._paused_until = max(self._paused_until, self._clock.now() + wait_for)
-        return wait_for
-
-    async def _bare_pause(self) -> None:
-        """Bare client: wait out the pause a 429 set; beyond ``max_wait`` (and not ``wait``),
-        raise MustWaitError at once rather than send a request that would be refused."""
-        while True:
-            delay = self._paused_until - self._clock.now()
-            if delay <= 0:
-                return
-            if delay > self._max_wait and not self._wait:
-                raise MustWaitError(
-                    f"the API asked us to wait {delay:.0f} s (more than --max-wait "
-                    f"{self._max_wait:.0f} s): try again later",
-                    wait_seconds=delay,
-                )
-            self.stats.waited_seconds += delay
-            await self._clock.sleep(delay)
 
     async def _count_down(self, seconds: float, reason: str | None) -> None:
         """``wait=True``: sleep ``seconds``, telling ``on_wait`` the time left every second."""
