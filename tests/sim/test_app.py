@@ -238,6 +238,21 @@ async def test_clients_are_limited_separately(make_app: AppFactory, catalog: Cat
         assert stats["max_accepted_in_any_window"] == 2
 
 
+async def test_accepted_times_ground_truth(
+    make_app: AppFactory, clock: FakeClock, catalog: Catalog
+) -> None:
+    async with asgi_client(make_app(limit=2, window=10.0)) as client:
+        client.headers["Authorization"] = f"Bearer {await get_token(client)}"
+        for _ in range(5):
+            r = await client.get(artist_path(catalog))
+            clock.advance(float(r.headers.get("Retry-After", 3)))
+        body = (await client.get("/__sim/accepted")).json()
+        assert body["times"] == [0.0, 3.0, 10.0, 13.0]  # 6 was refused, Retry-After 4
+        assert body["max_in_any_window"] == 2 and body["window"] == 10.0
+        mine = (await client.get(f"/__sim/accepted?client_id={DEMO_CLIENT_ID}")).json()
+        assert mine["count"] == 4 and not mine["truncated"]
+
+
 async def test_sim_endpoints_are_never_limited(make_app: AppFactory) -> None:
     async with asgi_client(make_app(limit=1)) as client:
         for _ in range(5):

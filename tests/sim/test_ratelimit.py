@@ -81,6 +81,34 @@ def test_early_retry_doubles_the_penalty_each_time_up_to_the_cap() -> None:
     assert rl.penalties(112.9 + 100) == []
 
 
+def test_requests_in_flight_within_the_grace_do_not_escalate() -> None:
+    rl = limiter(limit=1, escalation_grace=1.0)
+    assert rl.check("c", "x", 0.0).allowed
+    first = rl.check("c", "x", 10.0)
+    assert first.retry_after == 20
+    # Sixteen workers' requests that were already on their way: same block, time left.
+    for k in range(16):
+        d = rl.check("c", "x", 10.0 + k * 0.05)
+        assert not d.allowed and not d.escalated
+        assert d.retry_after == retry_after_header(30.0 - (10.0 + k * 0.05))
+    assert rl.escalations == 0
+    # A client that saw the 429 and still sends: doubled.
+    d = rl.check("c", "x", 11.5)
+    assert d.escalated and d.retry_after == 40
+    # And again only after another grace.
+    assert not rl.check("c", "x", 12.0).escalated
+    assert rl.check("c", "x", 12.5).retry_after == 80
+    assert rl.escalations == 2
+
+
+def test_zero_grace_escalates_every_early_request() -> None:
+    rl = limiter(limit=1, escalation_grace=0.0, penalty_cap=1e9)
+    assert rl.check("c", "x", 0.0).allowed
+    assert rl.check("c", "x", 10.0).retry_after == 20
+    assert rl.check("c", "x", 10.0).retry_after == 40
+    assert rl.check("c", "x", 10.0).retry_after == 80
+
+
 def test_waiting_the_retry_after_does_not_escalate() -> None:
     rl = limiter(limit=3)
     for t in (0.0, 0.5, 0.9):

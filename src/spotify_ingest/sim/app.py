@@ -69,7 +69,6 @@ from .ratelimit import (
     Algorithm,
     RateLimiter,
     ScheduleStep,
-    max_in_any_window,
     parse_limit_schedule,
 )
 
@@ -136,6 +135,7 @@ class SimConfig:
     quota_period: float = 86400.0
     limit_schedule: str | Sequence[tuple[float, int]] = ""
     penalty_cap: float = 86400.0
+    escalation_grace: float = 1.0  # early requests this soon after a 429 do not escalate
     endpoint_limits: Mapping[str, int] = field(default_factory=dict)
     client_id: str = DEMO_CLIENT_ID
     client_secret: str = DEMO_CLIENT_SECRET
@@ -189,6 +189,8 @@ class SimConfig:
             raise ValueError("quota-period must be > 0")
         if not self.penalty_cap >= 1:
             raise ValueError("penalty-cap must be >= 1")
+        if not self.escalation_grace >= 0:
+            raise ValueError("escalation-grace must be >= 0")
         if not self.time_scale > 0 or not math.isfinite(self.time_scale):
             raise ValueError("time-scale must be > 0")
         keys = {e.key for e in ENDPOINTS}
@@ -315,14 +317,16 @@ class TokenStore:
         self.clients = dict(clients)  # client id -> secret
         self._rng = random.Random(f"spotify-sim-tokens:{seed}")
         self._tokens: dict[str, _Token] = {}
+        self._purge_at = 10_000  # forget expired tokens when this many are stored
         self.issued = 0
         self.revoked = 0
 
     _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
     def issue(self, client_id: str, now: float, ttl: float) -> str:
-        if len(self._tokens) > 10000:  # forget expired tokens now and then
+        if len(self._tokens) >= self._purge_at:  # forget expired tokens now and then
             self._tokens = {k: v for k, v in self._tokens.items() if v.expires_at > now}
+            self._purge_at = max(10_000, 2 * len(self._tokens))
         token = "BQ" + "".join(self._rng.choices(self._ALPHABET, k=113))
         self._tokens[token] = _Token(client_id, now + ttl)
         self.issued += 1
@@ -393,6 +397,7 @@ class SimState:
             algorithm=Algorithm(config.algorithm),
             schedule=config.schedule_steps(),
             penalty_cap=config.penalty_cap,
+            escalation_grace=config.escalation_grace,
             quota=config.quota,
             quota_period=config.quota_period,
             endpoint_limits=config.endpoint_limits,
@@ -1166,6 +1171,7 @@ def _sim_endpoints(state: SimState) -> list[BaseRoute]:
         client = params.get("client_id")
         truth = lim.truth if client is None else lim.truth_by_client.get(client)
         times = [] if truth is None else [round(t - state.origin, 6) for t in truth.times]
+        truncated = truth is not None and truth.truncated
         return _json_response(
             200,
             dumps(
@@ -1173,7 +1179,8 @@ def _sim_endpoints(state: SimState) -> list[BaseRoute]:
                     "window": lim.window,
                     "client_id": client,
                     "count": len(times),
-                    "max_in_any_window": max_in_any_window(times, lim.window),
+                    "truncated": truncated,
+                    "max_in_any_window": (truth.max_in_window if truth is not None else 0),
                     "times": times,
                 }
             ),

@@ -131,6 +131,10 @@ def serve_command(
     penalty_cap: Annotated[
         float, typer.Option(min=1.0, help="Longest Retry-After an escalating client can earn (s).")
     ] = 86400.0,
+    escalation_grace: Annotated[
+        float,
+        typer.Option(min=0.0, help="Requests this soon after a 429 get it again, not doubled (s)."),
+    ] = 1.0,
     endpoint_limit: Annotated[
         list[str] | None,
         typer.Option(help="Extra per-endpoint bucket ENDPOINT=N (repeatable), e.g. search=50."),
@@ -164,6 +168,7 @@ def serve_command(
         quota_period=quota_period,
         limit_schedule=limit_schedule,
         penalty_cap=penalty_cap,
+        escalation_grace=escalation_grace,
         endpoint_limits=_parse_endpoint_limits(endpoint_limit),
         client_id=client_id,
         client_secret=client_secret,

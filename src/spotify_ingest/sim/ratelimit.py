@@ -28,11 +28,14 @@ Retry-After is reported in whole seconds, rounded up, at least 1 (``retry_after_
 
 Penalties (what users report: retrying during a Retry-After makes it longer). When a bucket refuses
 a request it is *blocked* until ``now + Retry-After`` (the header value, so a client that waits
-exactly what it was told is never early) and remembers ``penalty = Retry-After``. A request that
-arrives while the bucket is blocked is an *escalation*: the penalty doubles (capped at
-``penalty_cap``), the block restarts from ``now`` for the new penalty, and the answer is a 429
-with that penalty as Retry-After. The first request after the block ends is judged by the window
-again and, if accepted, clears the penalty.
+exactly what it was told is never early) and remembers ``penalty = Retry-After``. Every request
+that arrives while the bucket is blocked is refused. If it arrives at least ``escalation_grace``
+seconds (default 1 s) after the block started or last grew, it is an *escalation*: the penalty
+doubles (capped at ``penalty_cap``), the block restarts from ``now`` for the new penalty, and the
+answer's Retry-After is that penalty. Inside the grace the answer is a plain 429 with the time
+left: requests that were already in flight when the first 429 left the server cannot have obeyed
+it, and a concurrent client should not earn a 24-hour ban for one overshoot. The first request
+after the block ends is judged by the window again and, if accepted, clears the penalty.
 
 Quota (the daily-style quota beside the window): at most ``quota`` accepted requests per client in
 each period ``[k P, (k+1) P)`` counted from the limiter's start. Past it every request is refused
@@ -312,7 +315,8 @@ class Bucket:
     """One client's counter for one bucket, plus its penalty state."""
 
     counter: WindowCounter
-    blocked_until: float = -math.inf  # refused requests before this time escalate
+    blocked_until: float = -math.inf  # requests before this time are refused (and may escalate)
+    blocked_at: float = -math.inf  # when the current block started or last escalated
     penalty: float = 0.0  # length of the current block (the last Retry-After given), seconds
     escalation_level: int = 0  # how many times the current block was doubled
 
@@ -339,17 +343,28 @@ class _ClientState:
 
 
 class GroundTruth:
-    """Every accepted request time, and the most accepted in any window position, incrementally."""
+    """Every accepted request time, and the most accepted in any window position, incrementally.
 
-    def __init__(self, window: float) -> None:
+    ``times`` keeps the first ``max_times`` accepted times (8 bytes each; ``truncated`` tells when
+    more came), enough for any rate-limited run; ``max_in_window`` is always exact.
+    """
+
+    def __init__(self, window: float, max_times: int = 4_000_000) -> None:
         self.window = window
-        self.times = array("d")  # every accepted request time, in order
+        self.max_times = max_times
+        self.times = array("d")  # accepted request times, in order (the first max_times)
+        self.truncated = False  # True when more than max_times were accepted
+        self.count = 0  # accepted requests, all of them
         self._recent: deque[float] = deque()  # accepted times in (t - W, t]
         self.max_in_window = 0
         self.max_at = 0.0  # end time of a window holding max_in_window
 
     def record(self, now: float) -> None:
-        self.times.append(now)
+        self.count += 1
+        if len(self.times) < self.max_times:
+            self.times.append(now)
+        else:
+            self.truncated = True
         recent = self._recent
         recent.append(now)
         horizon = now - self.window
@@ -389,6 +404,7 @@ class RateLimiter:
         algorithm: Algorithm = Algorithm.SLIDING,
         schedule: Sequence[ScheduleStep] = (),
         penalty_cap: float = 86400.0,
+        escalation_grace: float = 1.0,
         quota: int | None = None,
         quota_period: float = 86400.0,
         endpoint_limits: Mapping[str, int] | None = None,
@@ -398,11 +414,12 @@ class RateLimiter:
             raise ValueError("limit must be >= 1")
         if window <= 0:
             raise ValueError("window must be > 0")
-        self.window = window
+        self.window = float(window)
         self.origin = origin
         self.algorithm = Algorithm(algorithm)
         self.schedule = LimitSchedule(limit, schedule)
         self.penalty_cap = penalty_cap
+        self.escalation_grace = escalation_grace
         self.quota = quota
         self.quota_period = quota_period
         self.endpoint_limits = dict(endpoint_limits or {})
@@ -465,19 +482,24 @@ class RateLimiter:
                 (endpoint, self._bucket(state, endpoint, now, endpoint_limit), endpoint_limit)
             )
 
-        # 1. Early retries escalate every bucket whose Retry-After is still running.
+        # 1. Requests while a Retry-After runs: refused; escalate unless still in the grace.
         blocked = [(name, b) for name, b, _ in touched if now < b.blocked_until]
         if blocked:
-            worst = 0.0
-            worst_name = GLOBAL_BUCKET
+            wait = 0.0
+            wait_name = GLOBAL_BUCKET
+            escalated = False
             for name, b in blocked:
-                b.penalty = min(self.penalty_cap, max(b.penalty, 1.0) * 2.0)
-                b.escalation_level += 1
-                b.blocked_until = now + b.penalty
-                if b.penalty > worst:
-                    worst, worst_name = b.penalty, name
-            self.escalations += 1
-            return self._refuse(RATE_REASON, worst, escalated=True, bucket=worst_name)
+                if now - b.blocked_at >= self.escalation_grace:
+                    b.penalty = min(self.penalty_cap, max(b.penalty, 1.0) * 2.0)
+                    b.escalation_level += 1
+                    b.blocked_at = now
+                    b.blocked_until = now + b.penalty
+                    escalated = True
+                if b.blocked_until - now > wait:
+                    wait, wait_name = b.blocked_until - now, name
+            if escalated:
+                self.escalations += 1
+            return self._refuse(RATE_REASON, wait, escalated=escalated, bucket=wait_name)
 
         # 2. Quota for the current period.
         if self.quota is not None:
@@ -500,6 +522,7 @@ class RateLimiter:
             header = retry_after_header(wait)
             for name, b, limit in touched:
                 if b.counter.admit(now, limit) > 0.0 or name == refusing:
+                    b.blocked_at = now
                     b.blocked_until = now + header
                     b.penalty = float(header)
                     b.escalation_level = 0
@@ -562,6 +585,7 @@ class RateLimiter:
         for state in self._clients.values():
             for b in state.buckets.values():
                 b.blocked_until = -math.inf
+                b.blocked_at = -math.inf
                 b.penalty = 0.0
                 b.escalation_level = 0
 
