@@ -488,3 +488,18 @@ async def test_with_rate_controller_every_request_completes() -> None:
         results = await asyncio.gather(*(sp.artist(i) for i in ids))
     assert [a.id for a in results] == ids
     assert sp.stats.by_status[200] == len(ids)
+
+
+async def test_quota_with_rate_controller_pauses_it_and_raises_must_wait() -> None:
+    ratecontrol = pytest.importorskip("spotify_ingest.ratecontrol")
+    sim = make_sim(limit=1000, quota=2, quota_period=600.0)
+    ids = await sim.artist_ids(3)
+    rc = ratecontrol.RateController(30.0, max_concurrency=2)
+    async with sim.client(controller=rc) as sp:
+        await sp.artist(ids[0])
+        await sp.artist(ids[1])
+        with pytest.raises(MustWaitError) as info:
+            await sp.artist(ids[2])
+    assert info.value.reason == "QUOTA_EXCEEDED" and info.value.wait_seconds > 500
+    assert rc.paused_until > time.monotonic() + 500
+    assert rc.in_flight == 0

@@ -14,8 +14,8 @@ One call, step by step (``_call``)::
                    replay this request after the pause (no replay cap: each one waits; a
                    guard stops a request that is refused MAX_RATE_LIMIT_REPLAYS times in a row).
                    Retry-After > max_wait -> MustWaitError (wait=True: count down, then replay)
-    429 quota      (body error.reason == "QUOTA_EXCEEDED") controller.on_rate_limited, then
-                   MustWaitError (wait=True: count down, then replay)
+    429 quota      (body error.reason == "QUOTA_EXCEEDED") controller.on_quota_exceeded (or
+                   on_rate_limited), then MustWaitError (wait=True: count down, then replay)
     401            controller.on_success; tokens.invalidate(stale); replay ONCE; again -> Auth..
     403            EndpointUnavailableError
     404            NotFoundError if the endpoint names one object (``/artists/{id}``: the id does
@@ -110,6 +110,8 @@ T = TypeVar("T")
 SEARCH_TYPES: Final = frozenset({"artist", "album", "track", "playlist"})
 #: A request refused by 429 this many times in a row (each after its pause) gives up.
 MAX_RATE_LIMIT_REPLAYS: Final = 64
+#: ``error.reason`` of a quota 429 (the other kind carries another reason or none).
+QUOTA_REASON: Final = "QUOTA_EXCEEDED"
 #: Wait assumed for a quota 429 that carries no Retry-After.
 DEFAULT_QUOTA_WAIT: Final = 3600.0
 #: Bare client, 429 without Retry-After: first pause (doubles per consecutive such 429).
@@ -123,7 +125,12 @@ WaitCallback = Callable[[float, str | None], None]
 
 
 class RateControllerLike(Protocol):
-    """What the client needs from :class:`spotify_ingest.ratecontrol.RateController`."""
+    """What the client needs from :class:`spotify_ingest.ratecontrol.RateController`.
+
+    Used when present: ``on_quota_exceeded(ticket, retry_after)`` for a quota 429 (else
+    ``on_rate_limited``) and ``release(ticket)`` for a request that was never sent (else
+    ``on_no_response``); ``window`` (seconds) scales the retry backoff.
+    """
 
     async def acquire(self) -> Any: ...
 
@@ -366,6 +373,14 @@ class SpotifyClient:
         self._clock: Clock = clock or MonotonicClock()
         self._controller: RateControllerLike = controller or _BarePause(
             self._clock, max_wait=self._max_wait, wait=wait, stats=self.stats
+        )
+        # Optional controller methods: a quota 429 is no evidence about the window limit, and a
+        # ticket whose request never left should not count as sent.
+        self._on_quota_exceeded: Callable[[Any, float | None], None] = getattr(
+            self._controller, "on_quota_exceeded", self._controller.on_rate_limited
+        )
+        self._release: Callable[[Any], None] = getattr(
+            self._controller, "release", self._controller.on_no_response
         )
         self._max_attempts = max_attempts
         self._rng = rng or random.Random()
@@ -632,8 +647,12 @@ class SpotifyClient:
                 request = self._http.build_request(
                     "GET", url, params=params, headers={"Authorization": "Bearer " + token}
                 )
-                stats.requests += 1
-                started = time.perf_counter()
+            except BaseException:  # no token (credentials, token endpoint down) or cancelled
+                self._release(ticket)
+                raise
+            stats.requests += 1
+            started = time.perf_counter()
+            try:
                 response = await self._http.send(request)
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 controller.on_no_response(ticket)
@@ -647,7 +666,7 @@ class SpotifyClient:
                 )
                 await self._retry_or_raise(error, failures)
                 continue
-            except BaseException:  # cancelled, or a token/credentials error: free the ticket
+            except BaseException:  # cancelled in flight: the server may have seen it
                 controller.on_no_response(ticket)
                 raise
 
@@ -661,7 +680,10 @@ class SpotifyClient:
             if status == 429:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 reason = _error_reason(response)
-                controller.on_rate_limited(ticket, retry_after)
+                if reason == QUOTA_REASON:
+                    self._on_quota_exceeded(ticket, retry_after)
+                else:
+                    controller.on_rate_limited(ticket, retry_after)
                 rate_replays += 1
                 not_before = await self._on_429(endpoint, path, retry_after, reason, rate_replays)
                 stats.replays += 1
@@ -723,7 +745,7 @@ class SpotifyClient:
     ) -> float:
         """Deal with a 429 whose controller callback was made; return the replay's not_before."""
         name = self._endpoint_name(endpoint)
-        quota = reason == "QUOTA_EXCEEDED"
+        quota = reason == QUOTA_REASON
         if quota:
             self.stats.quota_exceeded += 1
             wait_for = retry_after if retry_after is not None else DEFAULT_QUOTA_WAIT
