@@ -22,12 +22,13 @@ How the catalog is generated
   tracks): under ten tracks in total. Popular artists also release compilations; half of those
   are multi-artist ("Various Artists"-style: tracks by similar artists, who are listed as album
   artists). Release dates span a career ending near the catalog's ``today`` for active artists,
-  so ``tag:new`` and new releases are populated. Years active = first to last release year.
+  so ``tag:new`` and new releases are populated. Years active = first to last year of the
+  artist's own releases (as main artist).
 * **Collaborations.** A track features 1-2 other artists with probability ``0.015 + 0.3*(1-o)**2``.
   Partners are drawn near the lead artist in the list of artists sorted by (primary genre,
   popularity): same genre, similar popularity, wider spread further down the tail.
-* **Related artists** (on demand): the same-genre neighbours of similar popularity, scored by
-  genre overlap then popularity distance, at most 20. Only artists in the top ``LINKED_SHARE``
+* **Related artists** (on demand): the same-genre neighbours of similar popularity (then same
+  family, then popularity neighbours), scored by genre overlap then popularity distance, <= 20. Only artists in the top ``LINKED_SHARE``
   of the catalog are ever *returned* as related, and playlists draw from the top tracks, so the
   long tail has no in-links except rare collaborations: reachable only by search, as in reality.
 * **Playlists.** ~35 featured playlists, 20 categories of 8-12 playlists, and 5 playlists owned by
@@ -70,6 +71,7 @@ from spotify_ingest.sim.search_index import (
     gather_rows,
     intersect_sorted,
     parse_query,
+    sorted_unique,
     tokenize,
     union_of,
 )
@@ -84,7 +86,7 @@ F64 = npt.NDArray[np.float64]
 
 DEFAULT_TODAY = dt.date(2026, 9, 1)
 VIRTUAL_CATALOG = 15_000_000
-MAX_SAME_NAME = 400
+MAX_SAME_NAME = 48  # "a few dozen"; the brief allows up to ~500
 LINKED_SHARE = 0.4  # artists beyond this rank fraction never appear as related artists
 NO_GENRE = np.uint16(0xFFFF)
 ALBUM, SINGLE, COMPILATION, APPEARS_ON = 0, 1, 2, 3
@@ -166,6 +168,8 @@ class Catalog:
         self._matches = MatchCache(max_bytes=cache_bytes)
         self._parsed: dict[str, ParsedQuery] = {}
         self._genre_words = [tokenize(g) for g in GENRES]
+        family_names = list(FAMILIES)
+        self._family_of = [family_names.index(f) for f in GENRE_FAMILY]
 
         self._vocab = nm.build_vocabulary(self._rng("vocabulary"), self.n_artists)
         self._build_artists()
@@ -346,7 +350,7 @@ class Catalog:
         start_day = np.maximum(start_day, (dt.date(1950, 1, 1) - EPOCH).days)
         last_day = np.where(
             active,
-            today - np.floor(rng.exponential(110.0, size=n)).astype(np.int64),
+            today - np.floor(rng.exponential(300.0, size=n)).astype(np.int64),
             start_day + (rng.random(n) * np.maximum(today - 400 - start_day, 0)).astype(np.int64),
         )
         last_day = np.clip(last_day, start_day, today)
@@ -450,7 +454,7 @@ class Catalog:
         f_artists = self._partners(rng, lead[f_tracks], spread=3.0)
         keep = (f_artists >= 0) & (f_artists != lead[f_tracks])
         f_tracks, f_artists = f_tracks[keep], f_artists[keep]
-        key = np.unique(f_tracks * self.n_artists + f_artists)
+        key = sorted_unique(f_tracks * self.n_artists + f_artists)
         f_tracks = key // self.n_artists
         self._feat_track: I32 = f_tracks.astype(np.int32)
         self._feat_artist: I32 = (key - f_tracks * self.n_artists).astype(np.int32)
@@ -487,7 +491,7 @@ class Catalog:
         if len(multi):
             rows = np.repeat(multi, counts[multi])
             tracks = gather_rows(self._track_start, np.arange(t_count, dtype=np.int32), multi).astype(np.int64)
-            pairs = np.unique(rows * self.n_artists + lead[tracks])
+            pairs = sorted_unique(rows * self.n_artists + lead[tracks])
             pa = pairs // self.n_artists
             pr = pairs - pa * self.n_artists
             not_main = pr != self._album_artist[pa]
@@ -510,11 +514,11 @@ class Catalog:
         own_album = np.arange(m, dtype=np.int64)
         aa_artist = np.concatenate([own_artist, self._co_artist.astype(np.int64)])
         aa_album = np.concatenate([own_album, self._co_album.astype(np.int64)])
-        aa_key = np.unique(aa_artist * m + aa_album)
+        aa_key = sorted_unique(aa_artist * m + aa_album)
         # track credit pairs (lead + featured) -> (artist, album), minus album-artist pairs
         cred_artist = np.concatenate([self._track_lead.astype(np.int64), self._feat_artist.astype(np.int64)])
         cred_track = np.concatenate([np.arange(self.n_tracks, dtype=np.int64), self._feat_track.astype(np.int64)])
-        cred_key = np.unique(cred_artist * m + track_album[cred_track])
+        cred_key = sorted_unique(cred_artist * m + track_album[cred_track])
         pos = np.searchsorted(aa_key, cred_key)
         pos[pos == len(aa_key)] = 0
         appears = cred_key[aa_key[pos] != cred_key]
@@ -567,7 +571,7 @@ class Catalog:
 
     def _csr_by_artist(self, artists: I64, ranks: I32) -> tuple[I64, I32]:
         key = artists.astype(np.int64) * np.int64(max(self.n_tracks, self.n_albums, 1)) + ranks.astype(np.int64)
-        key = np.unique(key)
+        key = sorted_unique(key)
         width = np.int64(max(self.n_tracks, self.n_albums, 1))
         art = key // width
         values = (key - art * width).astype(np.int32)
@@ -591,6 +595,7 @@ class Catalog:
         family_names = list(FAMILIES)
         genre_family = np.asarray([family_names.index(f) for f in GENRE_FAMILY] + [-1], dtype=np.int64)
         top_family = genre_family[self._bucket_of(self._track_lead[top])]
+        wide_family = genre_family[self._bucket_of(self._track_lead[wide])]
 
         def draw(candidates: I64, count: int) -> tuple[int, ...]:
             if len(candidates) == 0:
@@ -625,6 +630,8 @@ class Catalog:
             featured.append(add(name, SPOTIFY_OWNER, f"The best of {name.lower()}.", draw(top, size), fans))
         for i in range(min(8, self.n_artists)):
             ranks = self._artist_track_ranks[self._artist_track_ptr[i] : self._artist_track_ptr[i + 1]]
+            if len(ranks) < 20:
+                continue
             own = self._track_by_rank[np.sort(ranks)[:50]].astype(np.int64)
             name = f"This Is {self.artist_name(i)}"
             featured.append(add(name, SPOTIFY_OWNER, f"All the essential tracks, all in one playlist.", tuple(own.tolist()), int(2e6 / (i + 1))))
@@ -634,11 +641,15 @@ class Catalog:
         self._category_lists: dict[str, list[int]] = {}
         for cid, cname, fams in CATEGORIES:
             self._category_names[cid] = cname
+            candidates = top
             if fams:
-                wanted = np.isin(top_family, [family_names.index(f) for f in fams])
-                candidates = top[wanted]
-            else:
-                candidates = top
+                codes = [family_names.index(f) for f in fams]
+                candidates = top[np.isin(top_family, codes)]
+                if len(candidates) < 150:  # a thin family: reach further down, then anything
+                    candidates = wide[np.isin(wide_family, codes)]
+                if len(candidates) < 150:
+                    extra = top[~np.isin(top, candidates)]
+                    candidates = np.concatenate([candidates, extra[: 150 - len(candidates)]])
             count = int(rng.integers(8, 13))
             patterns = rng.permutation(len(_CATEGORY_PLAYLIST_PATTERNS))[:count]
             lists: list[int] = []
@@ -996,37 +1007,55 @@ class Catalog:
         return [(a, GROUP_NAMES[c]) for a, c in zip(albums, codes, strict=True) if c in wanted]
 
     def related_artists(self, i: int) -> list[int]:
-        """Up to 20 similar artists (shared genres first, then close popularity), never ``i``.
+        """Up to 20 similar artists, never ``i`` itself.
 
-        Only artists in the linked top ``LINKED_SHARE`` of the catalog are returned, so the long
-        tail has no related-artist in-links. Genre-less artists of the tail get none.
+        Candidates: artists of similar popularity sharing one of ``i``'s genres, then sharing a
+        genre family, then popularity neighbours. Scored by shared genres, same family,
+        popularity gap, rank distance. Only artists in the linked top ``LINKED_SHARE`` of the
+        catalog are returned, so the long tail has no related-artist in-links; genre-less artists
+        of the tail get none.
         """
         i = self._check(i, self.n_artists)
         genres = [g for g in self._genres[i].tolist() if g != int(NO_GENRE)]
-        pools: list[I32] = []
-        if genres:
-            for g in genres:
-                pools.append(self._genre_artists[self._genre_ptr[g] : self._genre_ptr[g + 1]])
-        elif i < self._linked_n:
-            b = len(GENRES)
-            pools.append(np.sort(self._genre_order[self._bucket_lo[b] : self._bucket_hi[b]]))
-        candidates: list[I32] = []
-        for members in pools:
-            cut = int(np.searchsorted(members, self._linked_n))
-            linked = members[:cut]
-            p = int(np.searchsorted(linked, i))
-            candidates.append(linked[max(0, p - 30) : p + 30])
-        if not candidates:
+        if not genres and i >= self._linked_n:
             return []
-        cand = np.unique(np.concatenate(candidates)).astype(np.int64)
-        cand = cand[cand != i]
+        linked_n = self._linked_n
+
+        def near(members: I32, width: int) -> I32:
+            linked = members[: int(np.searchsorted(members, linked_n))]
+            p = int(np.searchsorted(linked, i))
+            return linked[max(0, p - width) : p + width]
+
+        chunks: list[I32] = []
+        for g in genres:
+            chunks.append(near(self._genre_artists[self._genre_ptr[g] : self._genre_ptr[g + 1]], 30))
+        cand = self._candidates(chunks, i)
+        families = {self._family_of[g] for g in genres}
+        if len(cand) < 20 and families:
+            for g in range(len(GENRES)):
+                if self._family_of[g] in families and g not in genres:
+                    chunks.append(near(self._genre_artists[self._genre_ptr[g] : self._genre_ptr[g + 1]], 5))
+            cand = self._candidates(chunks, i)
+        if len(cand) < 20:
+            lo = max(0, min(i, linked_n) - 15)
+            chunks.append(np.arange(lo, min(linked_n, lo + 31), dtype=np.int32))
+            cand = self._candidates(chunks, i)
         if len(cand) == 0:
             return []
-        mine = np.asarray(genres if genres else [-1], dtype=np.int64)
-        overlap = np.isin(self._genres[cand].astype(np.int64), mine).sum(axis=1)
+        cand_genres = self._genres[cand].astype(np.int64)
+        overlap = np.isin(cand_genres, np.asarray(genres, dtype=np.int64)).sum(axis=1)
+        primary = cand_genres[:, 0]
+        fam = np.asarray(self._family_of + [-1], dtype=np.int64)[np.where(primary == int(NO_GENRE), len(GENRES), primary)]
+        same_family = np.isin(fam, np.asarray(sorted(families) or [-2], dtype=np.int64))
         pop_gap = np.abs(self._popularity[cand].astype(np.int64) - int(self._popularity[i]))
-        order = np.lexsort((cand, np.abs(cand - i), pop_gap, -overlap))
+        order = np.lexsort((cand, np.abs(cand - i), pop_gap, ~same_family, -overlap))
         return [int(c) for c in cand[order[:20]]]
+
+    def _candidates(self, chunks: list[I32], i: int) -> I64:
+        if not chunks:
+            return np.zeros(0, dtype=np.int64)
+        cand = sorted_unique(np.concatenate(chunks).astype(np.int64))
+        return cand[(cand != i) & (cand < self._linked_n)]
 
     # ------------------------------------------------------------------------------------------
     # browse and playlists

@@ -27,6 +27,7 @@ are computed with numpy from part ids alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -383,17 +384,35 @@ class NameVocabulary:
         return keys
 
 
-def _syllable_words(rng: np.random.Generator, count: int, onsets: list[str] | tuple[str, ...], vowels: list[str] | tuple[str, ...], codas: list[str] | tuple[str, ...], max_syllables: int) -> list[str]:
+def _syllable_words(
+    rng: np.random.Generator,
+    count: int,
+    onsets: Sequence[str],
+    vowels: Sequence[str],
+    codas: Sequence[str],
+    max_syllables: int,
+) -> list[str]:
+    """Pronounceable lowercase words: 1..max_syllables syllables (two most often); the first and
+    last syllables may end in a coda consonant, middle ones do not."""
+    heads = [o + v for o in onsets for v in vowels]
+    full = [h + c for h in heads for c in codas]
     n_syl = rng.integers(1, max_syllables + 1, size=count)
-    # favour two syllables
     n_syl = np.where(rng.random(count) < 0.45, 2, n_syl)
-    on = rng.integers(0, len(onsets), size=(count, max_syllables)).tolist()
-    vo = rng.integers(0, len(vowels), size=(count, max_syllables)).tolist()
-    co = rng.integers(0, len(codas), size=(count, max_syllables)).tolist()
-    out: list[str] = []
-    for k, n in enumerate(n_syl.tolist()):
-        o, v, c = on[k], vo[k], co[k]
-        out.append("".join(onsets[o[s]] + vowels[v[s]] + (codas[c[s]] if s == n - 1 or s == 0 else "") for s in range(n)))
+    first = rng.integers(0, len(full), size=count)
+    middle = rng.integers(0, len(heads), size=count)
+    last = rng.integers(0, len(full), size=count)
+    out: list[str] = [""] * count
+    for n in range(1, max_syllables + 1):
+        sel = np.flatnonzero(n_syl == n)
+        a, b, c = first[sel].tolist(), middle[sel].tolist(), last[sel].tolist()
+        if n == 1:
+            words = [full[x] for x in a]
+        elif n == 2:
+            words = [full[x] + full[z] for x, z in zip(a, c, strict=True)]
+        else:
+            words = [full[x] + heads[y] * (n - 2) + full[z] for x, y, z in zip(a, b, c, strict=True)]
+        for k, w in zip(sel.tolist(), words, strict=True):
+            out[k] = w
     return out
 
 
@@ -467,7 +486,7 @@ def _script_words(rng: np.random.Generator, pool: str, count: int) -> list[str]:
         ]
     if pool == "cyrillic":
         words = _syllable_words(rng, count, CYRILLIC_ONSETS, CYRILLIC_VOWELS, CYRILLIC_CODAS, 3)
-        return [w[:1].upper() + w[1:] for w in words]
+        return [w.capitalize() for w in words]
     # arabic: 3-6 letters, sometimes the article, sometimes a vowel mark
     lengths = rng.integers(3, 7, size=count).tolist()
     picks = rng.integers(0, len(ARABIC_LETTERS), size=(count, 6)).tolist()
@@ -491,14 +510,13 @@ def build_vocabulary(rng: np.random.Generator, n_artists: int) -> NameVocabulary
     pools_raw["given"] = list(dict.fromkeys(GIVEN))
     pools_raw["number"] = list(dict.fromkeys(NUMBERS))
     pools_raw["letter"] = list("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-    synth_count = max(6000, int(0.5 * scale))
+    synth_count = max(6000, int(0.4 * scale))
     synth = _syllable_words(rng, synth_count, LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 3)
-    synth = [w[:1].upper() + w[1:] for w in synth if len(w) >= 2]
-    pools_raw["synth"] = list(dict.fromkeys(synth))
+    pools_raw["synth"] = list(dict.fromkeys(w.capitalize() for w in synth if len(w) >= 2))
     accent_base = _syllable_words(rng, max(800, scale // 15), LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 3)
-    pools_raw["accented"] = list(dict.fromkeys(_accent(rng, [w[:1].upper() + w[1:] for w in accent_base if w])))
+    pools_raw["accented"] = list(dict.fromkeys(_accent(rng, [w.capitalize() for w in accent_base if w])))
     styled_base = _syllable_words(rng, max(400, scale // 60), LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 2)
-    pools_raw["styled"] = list(dict.fromkeys(_styled(rng, [w[:1].upper() + w[1:] for w in styled_base if w])))
+    pools_raw["styled"] = list(dict.fromkeys(_styled(rng, [w.capitalize() for w in styled_base if w])))
     for pool, share in (("han", 40), ("kana", 40), ("hangul", 40), ("cyrillic", 25), ("arabic", 40)):
         pools_raw[pool] = list(dict.fromkeys(_script_words(rng, pool, max(300, scale // share))))
 
@@ -508,7 +526,14 @@ def build_vocabulary(rng: np.random.Generator, n_artists: int) -> NameVocabulary
         pools[name] = (len(parts), len(words))
         parts.extend(words)
 
-    part_tokens = [tokenize(p) for p in parts]
+    # one plain ASCII alphanumeric word per part in these pools: skip the regex tokenizer
+    simple_pools = {"english", "plural", "given", "number", "letter", "synth"}
+    part_tokens: list[list[str]] = []
+    for name, words in pools_raw.items():
+        if name in simple_pools:
+            part_tokens.extend([w.lower()] for w in words)
+        else:
+            part_tokens.extend(tokenize(w) for w in words)
     template_gap_tokens = [[tokenize(gap) for gap in _template_gaps(t)] for t in TEMPLATES]
     all_tokens: set[str] = set()
     for toks in part_tokens:
@@ -522,11 +547,18 @@ def build_vocabulary(rng: np.random.Generator, n_artists: int) -> NameVocabulary
     lengths = np.fromiter((len(t) for t in part_tokens), dtype=np.int64, count=len(parts))
     indptr = np.zeros(len(parts) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
-    flat = np.fromiter((word_id[w] for toks in part_tokens for w in toks), dtype=np.int32, count=int(indptr[-1]))
-    part_hash = np.fromiter((hash_tokens([word_id[w] for w in toks]) for toks in part_tokens), dtype=np.uint64, count=len(parts))
+    flat = np.asarray([word_id[w] for toks in part_tokens for w in toks], dtype=np.int32)
     powers = [1]
     for _ in range(63):
         powers.append((powers[-1] * _HASH_BASE) & _M64)
+    base_powers = np.asarray(powers, dtype=np.uint64)
+    # part hash = sum over its words of splitmix64(id + 1) * BASE ** (words after it), vectorised
+    part_of = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
+    after = indptr[part_of + 1] - 1 - np.arange(len(flat), dtype=np.int64)
+    with np.errstate(over="ignore"):
+        contrib = splitmix64_np(flat.astype(np.uint64) + U64(1)) * base_powers[np.minimum(after, 63)]
+    part_hash = np.zeros(len(parts), dtype=np.uint64)
+    np.add.at(part_hash, part_of, contrib)
     template_words = [[[word_id[w] for w in gap] for gap in gaps] for gaps in template_gap_tokens]
     return NameVocabulary(
         parts=parts,
@@ -537,7 +569,7 @@ def build_vocabulary(rng: np.random.Generator, n_artists: int) -> NameVocabulary
         part_hash=part_hash,
         part_nwords=lengths,
         template_words=template_words,
-        base_powers=np.asarray(powers, dtype=np.uint64),
+        base_powers=base_powers,
     )
 
 

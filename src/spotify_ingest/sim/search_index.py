@@ -56,6 +56,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -71,6 +72,7 @@ __all__ = [
     "intersect_sorted",
     "normalize",
     "parse_query",
+    "sorted_unique",
     "tokenize",
     "union_of",
 ]
@@ -252,12 +254,7 @@ class Postings:
         """From parallel arrays of (word id, item rank) pairs, duplicates allowed."""
         if len(word_ids) == 0:
             return cls(n_items, np.zeros(n_words + 1, dtype=np.int64), EMPTY_RANKS)
-        key = word_ids.astype(np.int64) * np.int64(n_items) + ranks.astype(np.int64)
-        key.sort()
-        keep = np.empty(len(key), dtype=bool)
-        keep[0] = True
-        np.not_equal(key[1:], key[:-1], out=keep[1:])
-        key = key[keep]
+        key = sorted_unique(word_ids.astype(np.int64) * np.int64(n_items) + ranks.astype(np.int64))
         words = key // np.int64(n_items)
         values = (key - words * np.int64(n_items)).astype(np.int32)
         del key
@@ -295,7 +292,22 @@ def union_of(ranks: npt.NDArray[np.integer], n_items: int) -> Ranks:
         mask = np.zeros(n_items, dtype=bool)
         mask[ranks] = True
         return np.flatnonzero(mask).astype(np.int32)
-    return np.unique(ranks).astype(np.int32, copy=False)
+    return sorted_unique(ranks.astype(np.int32, copy=False))
+
+
+ArrayT = TypeVar("ArrayT", bound=np.ndarray[Any, Any])
+
+
+def sorted_unique(values: ArrayT) -> ArrayT:
+    """``np.unique`` by sort + neighbour comparison (numpy 2's hash-based unique is far slower)."""
+    if len(values) == 0:
+        return values.copy()
+    ordered = np.sort(values)
+    keep = np.empty(len(ordered), dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    result: ArrayT = ordered[keep]
+    return result
 
 
 def intersect_sorted(a: Ranks, b: Ranks) -> Ranks:
