@@ -47,11 +47,14 @@ def free_port() -> int:
         return port
 
 
-def start_simulator(port: int, artists: int, profile: str) -> subprocess.Popen[bytes]:
+def start_simulator(
+    port: int, artists: int, profile: str, limit: int | None
+) -> subprocess.Popen[bytes]:
     cmd = [
         sys.executable, "-m", "spotify_ingest.sim.cli", "serve", "--port", str(port),
-        "--artists", str(artists), "--profile", profile, "--no-rate-limit",
+        "--artists", str(artists), "--profile", profile,
     ]  # fmt: skip
+    cmd += ["--limit", str(limit)] if limit else ["--no-rate-limit"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -217,6 +220,11 @@ def main() -> None:
     parser.add_argument("--artists", type=int, default=20000)
     parser.add_argument("--profile", default="dev-2026")
     parser.add_argument("--ids", type=int, default=5000, help="distinct artist ids requested")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        help="keep the rate limiter on with this (huge) limit, to measure its cost",
+    )
     parser.add_argument("--url", help="an already running simulator (rate limit off!)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -229,10 +237,11 @@ def main() -> None:
     else:
         port = free_port()
         t0 = time.perf_counter()
-        proc = start_simulator(port, args.artists, args.profile)
+        proc = start_simulator(port, args.artists, args.profile, args.limit)
         if not args.json:
+            limiter = f"limit {args.limit}" if args.limit else "rate limit off"
             print(f"simulator up in {time.perf_counter() - t0:.1f} s on port {port} "
-                  f"({args.artists} artists, {args.profile}, rate limit off)")  # fmt: skip
+                  f"({args.artists} artists, {args.profile}, {limiter})")  # fmt: skip
         base = f"http://127.0.0.1:{port}"
     parts = urlsplit(base)
     host, port_ = parts.hostname or "127.0.0.1", parts.port or 80

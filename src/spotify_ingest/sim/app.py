@@ -50,7 +50,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote
 
 import httpx
 from starlette.applications import Starlette
@@ -62,6 +62,7 @@ from starlette.types import Receive, Scope, Send
 
 from spotify_ingest.clock import Clock, MonotonicClock
 
+from .catalog import SearchQueryError
 from .faults import SERVER_ERROR_MESSAGES, Fault, FaultInjector, LatencyModel
 from .profiles import DEFAULT_PROFILE, ENDPOINTS, Endpoint, Profile, get_profile
 from .ratelimit import (
@@ -261,8 +262,10 @@ def _int_param(params: Mapping[str, str], name: str, default: int, message: str)
         raise ApiProblem(400, message) from None
 
 
-def _page_url(base: str, params: Sequence[tuple[str, str | int]]) -> str:
-    return f"{base}?{urlencode(params, quote_via=quote, safe=',:')}"
+@functools.lru_cache(maxsize=4096)
+def _query_part(params: tuple[tuple[str, str], ...]) -> str:
+    """``k=v&k=v`` percent-encoded (commas and colons kept, as in Spotify's links)."""
+    return "&".join(f"{k}={quote(v, safe=',:')}" for k, v in params)
 
 
 def paging(
@@ -278,8 +281,13 @@ def paging(
 ) -> dict[str, Any]:
     """A Spotify paging object whose links repeat the request's other parameters."""
 
+    # Built with f-strings around cached encoded parts: urlencode per link costs more than the
+    # JSON encoding of a whole search page.
+    head = f"{base}?{_query_part(tuple(lead))}&" if lead else f"{base}?"
+    rest = f"&{_query_part(tuple(tail))}" if tail else ""
+
     def url(off: int) -> str:
-        return _page_url(base, [*lead, ("offset", off), ("limit", limit), *tail])
+        return f"{head}offset={off}&limit={limit}{rest}"
 
     after = offset + limit
     has_next = after < total and (max_offset is None or after <= max_offset)
@@ -292,6 +300,19 @@ def paging(
         "previous": url(max(0, offset - limit)) if offset > 0 else None,
         "total": total,
     }
+
+
+_ITEMS_SLOT = b'"items":[]'  # cannot occur inside a JSON string value (its quotes are escaped)
+
+
+def paging_json(base: str, fragments: Sequence[bytes], **kwargs: Any) -> bytes:
+    """``paging(...)`` as JSON, with items given as already-encoded JSON fragments.
+
+    Catalog objects are static, so their encodings are cached; only the links are encoded per
+    request and the cached fragments are spliced in.
+    """
+    page = dumps(paging(base, [], **kwargs))
+    return page.replace(_ITEMS_SLOT, b'"items":[' + b",".join(fragments) + b"]", 1)
 
 
 def _drop(obj: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
@@ -539,6 +560,13 @@ class _Shapes:
         self.track = functools.lru_cache(maxsize=65536)(self._track)
         self.simplified_track = functools.lru_cache(maxsize=65536)(self._simplified_track)
         self.album_base = functools.lru_cache(maxsize=16384)(self._album_base)
+        self.simplified_album_bytes = functools.lru_cache(maxsize=65536)(
+            self._simplified_album_bytes
+        )
+        self.track_bytes = functools.lru_cache(maxsize=65536)(self._track_bytes)
+        self.simplified_track_bytes = functools.lru_cache(maxsize=65536)(
+            self._simplified_track_bytes
+        )
         self.artist_albums = functools.lru_cache(maxsize=4096)(self._artist_albums)
 
     def _artist(self, i: int) -> dict[str, Any]:
@@ -549,6 +577,15 @@ class _Shapes:
 
     def _simplified_album(self, j: int, group: str | None = None) -> dict[str, Any]:
         return _drop(self.catalog.simplified_album(j, album_group=group), self.album_drop)
+
+    def _simplified_album_bytes(self, j: int, group: str | None = None) -> bytes:
+        return dumps(self.simplified_album(j, group))
+
+    def _track_bytes(self, k: int) -> bytes:
+        return dumps(self.track(k))
+
+    def _simplified_track_bytes(self, k: int) -> bytes:
+        return dumps(self.simplified_track(k))
 
     def _track(self, k: int) -> dict[str, Any]:
         obj = self.catalog.track_object(k)
@@ -697,17 +734,16 @@ class _Api:
         limit = self._limit("artist-albums", params)
         offset = self._offset(params)
         albums = self.shapes.artist_albums(i, group_set)
-        items = [self.shapes.simplified_album(j, g) for j, g in albums[offset : offset + limit]]
+        page = albums[offset : offset + limit]
+        fragments = [self.shapes.simplified_album_bytes(j, g) for j, g in page]
         tail = [("include_groups", ",".join(groups))] if groups else []
-        return dumps(
-            paging(
-                f"{api}/artists/{sid}/albums",
-                items,
-                offset=offset,
-                limit=limit,
-                total=len(albums),
-                tail=tail,
-            )
+        return paging_json(
+            f"{api}/artists/{sid}/albums",
+            fragments,
+            offset=offset,
+            limit=limit,
+            total=len(albums),
+            tail=tail,
         )
 
     # -- albums -----------------------------------------------------------------------------
@@ -732,11 +768,9 @@ class _Api:
         limit = self._limit("album-tracks", params)
         offset = self._offset(params)
         tracks = self.catalog.album_tracks(j)
-        items = [self.shapes.simplified_track(k) for k in tracks[offset : offset + limit]]
-        return dumps(
-            paging(
-                f"{api}/albums/{sid}/tracks", items, offset=offset, limit=limit, total=len(tracks)
-            )
+        fragments = [self.shapes.simplified_track_bytes(k) for k in tracks[offset : offset + limit]]
+        return paging_json(
+            f"{api}/albums/{sid}/tracks", fragments, offset=offset, limit=limit, total=len(tracks)
         )
 
     # -- search -----------------------------------------------------------------------------
@@ -759,36 +793,36 @@ class _Api:
         limit = self._limit("search", params)
         offset = self._offset(params, _SEARCH_MAX_OFFSET)
         wanted = [t for t in types if t in _CATALOG_SEARCH_TYPES]
-        from .catalog import SearchQueryError
-
         try:
             found = self.catalog.search(q, wanted, offset, limit) if wanted else {}
         except SearchQueryError as exc:
             raise ApiProblem(400, str(exc) or "Invalid query") from None
-        out: dict[str, Any] = {}
+        parts: list[bytes] = []
+        shapes = self.shapes
         for t in types:
             total, indices = found.get(t, (0, []))
-            items: list[Any]
+            fragments: list[bytes]
             if t == "artist":
-                items = [self.shapes.artist(i) for i in indices]
+                fragments = [shapes.artist_bytes(i) for i in indices]
             elif t == "album":
-                items = [self.shapes.simplified_album(j, None) for j in indices]
+                fragments = [shapes.simplified_album_bytes(j, None) for j in indices]
             elif t == "track":
-                items = [self.shapes.track(k) for k in indices]
+                fragments = [shapes.track_bytes(k) for k in indices]
             elif t == "playlist":
-                items = [self.shapes.simplified_playlist(p, api) for p in indices]
+                fragments = [dumps(shapes.simplified_playlist(p, api)) for p in indices]
             else:
-                items = []
-            out[t + "s"] = paging(
+                fragments = []
+            page = paging_json(
                 f"{api}/search",
-                items,
+                fragments,
                 offset=offset,
                 limit=limit,
                 total=total,
                 lead=[("query", q), ("type", t)],
                 max_offset=_SEARCH_MAX_OFFSET,
             )
-        return dumps(out)
+            parts.append(b'"' + t.encode() + b's":' + page)
+        return b"{" + b",".join(parts) + b"}"
 
     # -- browse -----------------------------------------------------------------------------
 
