@@ -1,0 +1,46 @@
+"""Crawl state stores: SQLite (one file, one process) and PostgreSQL (shared by many workers).
+
+:func:`open_store` picks the backend from ``--db``: a ``postgresql://`` or ``postgres://`` URL opens
+:class:`~spotify_ingest.store.postgres.PostgresStore`, anything else is an SQLite file path. psycopg
+is imported only for PostgreSQL, so SQLite users do not need it installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
+    from .sqlite import SQLiteStore
+
+__all__ = ["is_postgres_url", "open_store"]
+
+_PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(db: str | os.PathLike[str]) -> bool:
+    """Whether ``db`` names a PostgreSQL database rather than an SQLite file."""
+    return isinstance(db, str) and db.strip().lower().startswith(_PG_SCHEMES)
+
+
+def open_store(db: str | Path, **kw: Any) -> SQLiteStore | PostgresStore:
+    """Open the store ``db`` names; ``kw`` goes to the backend's constructor.
+
+    Both take ``create``; PostgreSQL also ``worker_id`` and ``lease_seconds``.
+    """
+    if is_postgres_url(db):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            raise UsageError(
+                f"a PostgreSQL --db needs psycopg ({exc.name or 'psycopg'} is missing): "
+                "pip install 'spotify-ingest[scale]'"
+            ) from None
+        return PostgresStore(str(db).strip(), **kw)
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(db, **kw)

@@ -1,0 +1,719 @@
+"""The PostgreSQL store: one frontier shared by many crawler processes on one or many hosts.
+
+Same interface and semantics as :class:`~spotify_ingest.store.sqlite.SQLiteStore`; what differs is
+what sharing the task queue between processes requires.
+
+**Leases.** :meth:`PostgresStore.claim` picks pending tasks with ``SELECT ... FOR UPDATE SKIP
+LOCKED`` (two workers claiming at once never wait for each other and never get the same task) and
+marks them leased: ``leased_by`` = this store's ``worker_id``, ``lease_until`` = the server's
+``clock_timestamp() + lease_seconds``. Lease times are on the *server's* clock, so clock skew
+between crawler hosts does not matter. A lease is identified by the worker id together with the
+task's ``attempts`` count (it grows with every claim), so a worker cannot act on an older lease of
+its own either.
+
+**Lease expiry.** A worker that dies leaves its tasks leased. Once ``lease_until`` has passed they
+are expired, and :meth:`PostgresStore.recover_leases` puts them back to pending; every
+:meth:`PostgresStore.claim` also does so (at most once a second by default), so a fleet
+that keeps running picks up the work of a worker that died without anyone restarting. Live leases
+of other workers are never touched (unlike SQLite, where one process owns the file and every lease
+left over at start-up is stale). A worker whose tasks take long keeps them with
+:meth:`PostgresStore.renew_leases` (a heartbeat every ``lease_seconds / 3`` or so); it returns the
+tasks whose lease is lost, whose work should be abandoned.
+
+**One transaction per task.** :meth:`PostgresStore.complete` upserts the artists, inserts the
+spawned tasks, search nodes and meta, and marks the task done in ONE transaction, which commits
+only if this worker still holds the lease (a lease that expired but was not yet recovered by anyone
+is still held). If the lease was lost — expired, recovered and perhaps claimed and finished by
+another worker — it raises :class:`~spotify_ingest.errors.StoreError` and rolls everything back, so
+a task is never recorded twice. Every write is an idempotent upsert, so redoing a task whose commit
+was lost stores nothing twice either. Artists are upserted by id in one statement per task (arrays
+through ``unnest``, rows in id order); a simplified artist never overwrites a full one
+(``WHERE excluded.detail >= artists.detail``), and the counts of new and upgraded artists are read
+from what the statement did, so two workers reporting the same artist count it once. A deadlock or
+serialisation failure between workers retries the whole transaction.
+
+**Durability.** Like SQLite's ``synchronous=NORMAL``, the session runs with ``synchronous_commit =
+off`` unless ``synchronous_commit=True``: a crash of the *server* may lose the last fraction of a
+second of commits (never corrupting anything); those tasks run again. A crash of a crawler loses
+nothing committed.
+
+**Schema.** :mod:`spotify_ingest.store.pg_schema` holds the versioned migrations (applied under an
+advisory lock, so workers starting together do not race); a newer schema is refused. Tables live
+in the first schema of the connection's ``search_path`` (``?options=-csearch_path%3Dname`` in the
+URL picks another one). Analysts may query the tables while the crawl runs: readers never block
+the crawl and see only committed tasks.
+
+Error messages name the database as ``postgresql://user@host:port/dbname``; a password in the DSN
+never appears in one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+
+from ..errors import StoreError, UsageError
+from ..models import Artist, Image, SimplifiedArtist
+from .base import (
+    ArtistCounts,
+    CompletionResult,
+    Detail,
+    SearchNode,
+    Task,
+    TaskOutcome,
+    TaskSpec,
+    TaskState,
+)
+from .pg_schema import migrate, read_version
+
+__all__ = ["PostgresStore", "describe_dsn"]
+
+_T = TypeVar("_T")
+Conn = psycopg.Connection[TupleRow]
+
+_RETRIES = 5  # deadlocks / serialisation failures between workers: redo the transaction
+_STREAM_ROWS = 2000  # rows per round trip of iter_artists' server-side cursor
+
+_ARTIST_COLUMNS = (
+    "id", "name", "detail", "genres", "popularity", "followers", "images", "uri",
+    "external_url", "found_by", "first_seen", "updated_at",
+)  # fmt: skip
+_IMAGE_KEYS = tuple(Image.model_fields)  # url, height, width: the order SQLite's rows keep
+
+# One statement writes every artist of a task. ``upgraded``: simplified rows a full object
+# replaces (the row lock makes the ``detail = 0`` test exact under concurrency). ``full_rows``: the
+# other full objects, inserted or refreshed (``xmax = 0`` tells an insert from an update).
+# ``simple_rows``: simplified objects only ever insert; a known artist is left as it is.
+_UPSERT_ARTISTS = """
+WITH input AS (
+    SELECT * FROM unnest(
+        %(id)s::text[], %(name)s::text[], %(detail)s::int2[], %(genres)s::text[],
+        %(popularity)s::int4[], %(followers)s::int8[], %(images)s::text[], %(uri)s::text[],
+        %(url)s::text[]
+    ) AS i(id, name, detail, genres, popularity, followers, images, uri, external_url)
+),
+upgraded AS (
+    UPDATE artists AS a SET
+        name = i.name,
+        detail = i.detail,
+        genres = i.genres::jsonb,
+        popularity = i.popularity,
+        followers = i.followers,
+        images = i.images::jsonb,
+        uri = COALESCE(i.uri, a.uri),
+        external_url = COALESCE(i.external_url, a.external_url),
+        updated_at = %(now)s
+    FROM input AS i
+    WHERE a.id = i.id AND i.detail = 1 AND a.detail = 0
+    RETURNING a.id
+),
+full_rows AS (
+    INSERT INTO artists AS a (id, name, detail, genres, popularity, followers, images, uri,
+                              external_url, found_by, first_seen, updated_at)
+    SELECT i.id, i.name, i.detail, i.genres::jsonb, i.popularity, i.followers, i.images::jsonb,
+           i.uri, i.external_url, %(found_by)s, %(now)s, %(now)s
+    FROM input AS i
+    WHERE i.detail = 1 AND NOT EXISTS (SELECT 1 FROM upgraded AS u WHERE u.id = i.id)
+    ORDER BY i.id
+    ON CONFLICT (id) DO UPDATE SET
+        name = excluded.name,
+        detail = excluded.detail,
+        genres = excluded.genres,
+        popularity = excluded.popularity,
+        followers = excluded.followers,
+        images = excluded.images,
+        uri = COALESCE(excluded.uri, a.uri),
+        external_url = COALESCE(excluded.external_url, a.external_url),
+        updated_at = excluded.updated_at
+    WHERE excluded.detail >= a.detail
+    RETURNING (a.xmax = 0) AS inserted
+),
+simple_rows AS (
+    INSERT INTO artists (id, name, detail, uri, external_url, found_by, first_seen, updated_at)
+    SELECT i.id, i.name, i.detail, i.uri, i.external_url, %(found_by)s, %(now)s, %(now)s
+    FROM input AS i
+    WHERE i.detail = 0
+    ORDER BY i.id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM full_rows WHERE inserted),
+       (SELECT count(*) FROM simple_rows),
+       (SELECT count(*) FROM upgraded)
+"""
+
+_INSERT_TASKS = """
+INSERT INTO tasks (kind, key, params, priority, state, created_at)
+SELECT s.kind, s.key, s.params::jsonb, s.priority, 0, %s
+FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY
+     AS s(kind, key, params, priority, n)
+ORDER BY s.n
+ON CONFLICT (key) DO NOTHING
+"""
+
+_UPSERT_META = """
+INSERT INTO meta (key, value)
+SELECT k, v::jsonb FROM unnest(%s::text[], %s::text[]) AS m(k, v)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
+
+_UPSERT_NODES = """
+INSERT INTO search_nodes (query, parent, total, status)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[])
+ON CONFLICT (query) DO UPDATE SET total = excluded.total, status = excluded.status
+"""
+
+# Expired leases back to pending; SKIP LOCKED: a row locked now is being completed or renewed.
+_RECOVER = """
+UPDATE tasks SET state = 0, leased_by = NULL, lease_until = NULL
+WHERE id IN (
+    SELECT id FROM tasks WHERE state = 1 AND lease_until < clock_timestamp()
+    FOR UPDATE SKIP LOCKED
+)
+"""
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def describe_dsn(dsn: str) -> str:
+    """The DSN as ``postgresql://user@host:port/dbname`` for messages: never a password."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return _scrub(dsn)
+    user = str(params.get("user") or "")
+    host = str(params.get("host") or params.get("hostaddr") or "localhost")
+    port = str(params.get("port") or "5432")
+    dbname = str(params.get("dbname") or user or "postgres")
+    return f"postgresql://{user + '@' if user else ''}{host}:{port}/{dbname}"
+
+
+def _scrub(text: str) -> str:
+    """Mask passwords in a DSN-like string (URL userinfo, ``password=`` keywords)."""
+    text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", text, flags=re.I)
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class PostgresStore:
+    """A :class:`~spotify_ingest.store.base.Store` in a PostgreSQL database, shared by workers.
+
+    ``worker_id`` names this worker in ``tasks.leased_by`` (default: host, pid and a random
+    suffix; two live workers must never share one). ``lease_seconds``: how long a claimed task
+    stays this worker's without :meth:`renew_leases`. ``create=False`` refuses a database without
+    the spotify-ingest tables instead of creating them. ``synchronous_commit``: see the module
+    docstring.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        worker_id: str | None = None,
+        lease_seconds: float = 60.0,
+        create: bool = True,
+        synchronous_commit: bool = False,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not lease_seconds > 0:
+            raise UsageError(f"lease_seconds must be positive, not {lease_seconds}")
+        if worker_id is not None and not worker_id.strip():
+            raise UsageError("worker_id must not be empty")
+        self._dsn = dsn
+        self.where = describe_dsn(dsn)
+        try:
+            self._password = str(conninfo_to_dict(dsn).get("password") or "")
+        except psycopg.Error as exc:
+            raise UsageError(f"invalid PostgreSQL DSN {self.where}: {self._message(exc)}") from None
+        self.worker_id = worker_id or _default_worker_id()
+        self.lease_seconds = float(lease_seconds)
+        self._synchronous_commit = synchronous_commit
+        self._connect_timeout = max(1, round(connect_timeout))
+        self._lock = threading.RLock()
+        self._closed = False
+        # how often claim() first returns expired leases to pending (seconds; 0: every claim)
+        self.recover_every = min(self.lease_seconds / 4, 1.0)
+        self._last_recovery = 0.0
+        self._conn = self._connect()
+        try:
+            if not create and read_version(self._conn) == 0:
+                raise UsageError(
+                    f"no spotify-ingest database at {self.where}: run `spotify-ingest crawl` first"
+                )
+            migrate(self._conn, self.where)
+        except psycopg.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot set up {self.where}: {self._message(exc)}") from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _message(self, exc: BaseException) -> str:
+        """One line, without the DSN's password."""
+        lines = str(exc).strip().splitlines()
+        text = lines[0].strip() if lines else type(exc).__name__
+        if getattr(self, "_password", ""):
+            text = text.replace(self._password, "***")
+        return _scrub(text)
+
+    def _connect(self) -> Conn:
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": self._app_name()}
+        with contextlib.suppress(psycopg.Error):
+            if "connect_timeout" not in conninfo_to_dict(self._dsn):
+                kwargs["connect_timeout"] = self._connect_timeout
+        try:
+            conn = psycopg.connect(self._dsn, **kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.where}: {self._message(exc)}"
+            ) from None
+        try:
+            if not self._synchronous_commit:
+                conn.execute("SET synchronous_commit = off")
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot set up {self.where}: {self._message(exc)}") from None
+        return conn
+
+    def _app_name(self) -> str:
+        return f"spotify-ingest {self.worker_id}"[:63]
+
+    def _live(self) -> Conn:
+        """The connection; a broken one (server restart, network) is replaced."""
+        if self._closed:
+            raise StoreError(f"the store for {self.where} is closed")
+        if self._conn.closed or self._conn.broken:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = self._connect()
+        return self._conn
+
+    def _write(self, fn: Callable[[Conn], _T]) -> _T:
+        """Run ``fn`` in one transaction; redo it on a deadlock or serialisation failure."""
+        with self._lock:
+            for attempt in range(_RETRIES):
+                conn = self._live()
+                try:
+                    with conn.transaction():
+                        return fn(conn)
+                except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                    if attempt == _RETRIES - 1:
+                        raise StoreError(
+                            f"cannot write to {self.where} after {_RETRIES} attempts: "
+                            f"{self._message(exc)}"
+                        ) from None
+                    time.sleep(random.uniform(0.005, 0.05) * (attempt + 1))
+                except psycopg.Error as exc:
+                    raise StoreError(
+                        f"cannot write to {self.where}: {self._message(exc)}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _read(self, fn: Callable[[Conn], _T]) -> _T:
+        with self._lock:
+            try:
+                return fn(self._live())
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot read {self.where}: {self._message(exc)}") from None
+
+    def _lease_interval(self) -> str:
+        return "clock_timestamp() + %s * interval '1 second'"
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta -----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        row = self._read(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        )
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO meta (key, value) VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, Jsonb(value, dumps=_json)),
+            )
+        )
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_tasks(conn: Conn, specs: Iterable[TaskSpec], now: float) -> int:
+        kinds: list[str] = []
+        keys: list[str] = []
+        params: list[str] = []
+        priorities: list[float] = []
+        for s in specs:
+            kinds.append(s.kind)
+            keys.append(s.key)
+            params.append(_json(s.params))
+            priorities.append(float(s.priority))
+        if not keys:
+            return 0
+        cur = conn.execute(_INSERT_TASKS, (now, kinds, keys, params, priorities))
+        return max(cur.rowcount, 0)
+
+    def add_tasks(self, specs: Iterable[TaskSpec]) -> int:
+        specs = list(specs)
+        return self._write(lambda c: self._insert_tasks(c, specs, time.time()))
+
+    def claim(self, kind: str, limit: int) -> list[Task]:
+        """Lease up to ``limit`` pending tasks of ``kind``: highest priority first, then oldest.
+
+        Tasks other workers are claiming at the same moment are skipped, never waited for.
+        Expired leases are recovered first (at most every :attr:`recover_every` seconds).
+        """
+        if limit <= 0:
+            return []
+
+        def work(conn: Conn) -> list[tuple[Any, ...]]:
+            mono = time.monotonic()
+            if mono - self._last_recovery >= self.recover_every:
+                conn.execute(_RECOVER)
+                self._last_recovery = mono
+            return conn.execute(
+                "WITH picked AS ("
+                "    SELECT id FROM tasks WHERE state = 0 AND kind = %s"
+                "    ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED"
+                ") "
+                "UPDATE tasks AS t SET state = 1, attempts = t.attempts + 1, leased_at = %s, "
+                "    leased_by = %s, lease_until = " + self._lease_interval() + " "
+                "FROM picked WHERE t.id = picked.id "
+                "RETURNING t.id, t.kind, t.params, t.priority, t.attempts",
+                (kind, limit, time.time(), self.worker_id, self.lease_seconds),
+            ).fetchall()
+
+        rows = self._write(work)
+        rows.sort(key=lambda r: (-r[3], r[0]))
+        return [Task(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    def renew_leases(self, tasks: Iterable[Task]) -> list[Task]:
+        """Extend this worker's leases on ``tasks`` by ``lease_seconds`` from now.
+
+        Returns the tasks whose lease this worker no longer holds (expired and recovered, released,
+        finished): abandon their work, :meth:`complete` would refuse it.
+        """
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        ids = [t.id for t in tasks]
+        attempts = [t.attempts for t in tasks]
+
+        def work(conn: Conn) -> set[int]:
+            rows = conn.execute(
+                "UPDATE tasks AS t SET lease_until = " + self._lease_interval() + " "
+                "FROM unnest(%s::int8[], %s::int4[]) AS h(id, attempts) "
+                "WHERE t.id = h.id AND t.attempts = h.attempts AND t.state = 1 "
+                "    AND t.leased_by = %s "
+                "RETURNING t.id",
+                (self.lease_seconds, ids, attempts, self.worker_id),
+            ).fetchall()
+            return {r[0] for r in rows}
+
+        held = self._write(work)
+        return [t for t in tasks if t.id not in held]
+
+    def pending_counts(self) -> dict[str, int]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT kind, COUNT(*) FROM tasks WHERE state = 0 GROUP BY kind"
+            ).fetchall()
+        )
+        return {kind: n for kind, n in rows}
+
+    def task_counts(self) -> dict[str, dict[str, int]]:
+        """``{kind: {state name: count}}`` over every task ever created."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT kind, state, COUNT(*) FROM tasks GROUP BY kind, state"
+            ).fetchall()
+        )
+        out: dict[str, dict[str, int]] = {}
+        for kind, state, n in rows:
+            out.setdefault(kind, {})[TaskState(state).name.lower()] = n
+        return out
+
+    def complete(self, task: Task, outcome: TaskOutcome) -> CompletionResult:
+        """Record a finished task in one transaction, if this worker still holds its lease."""
+        now = time.time()
+        best: dict[str, Artist | SimplifiedArtist] = {}
+        for artist in outcome.artists:
+            held = best.get(artist.id)
+            if held is None or (isinstance(artist, Artist) and not isinstance(held, Artist)):
+                best[artist.id] = artist
+        artists = _artist_arrays([best[i] for i in sorted(best)])
+        artists["found_by"] = task.kind
+        artists["now"] = now
+        spawn = list(outcome.spawn)
+        nodes = {n.query: n for n in outcome.search_nodes}  # the last word on a query wins
+        meta = dict(outcome.meta)
+
+        def work(conn: Conn) -> CompletionResult:
+            new_full = new_simplified = upgraded = 0
+            if best:
+                row = conn.execute(_UPSERT_ARTISTS, artists).fetchone()
+                assert row is not None
+                new_full, new_simplified, upgraded = (int(x) for x in row)
+            spawned = self._insert_tasks(conn, spawn, now)
+            if nodes:
+                conn.execute(
+                    _UPSERT_NODES,
+                    (
+                        [n.query for n in nodes.values()],
+                        [n.parent for n in nodes.values()],
+                        [n.total for n in nodes.values()],
+                        [n.status for n in nodes.values()],
+                    ),
+                )
+            if meta:
+                conn.execute(_UPSERT_META, (list(meta), [_json(v) for v in meta.values()]))
+            cur = conn.execute(
+                "UPDATE tasks SET state = 2, finished_at = %s, requests = %s, value = %s, "
+                "    lease_until = NULL "
+                "WHERE id = %s AND state = 1 AND leased_by = %s AND attempts = %s",
+                (
+                    now,
+                    outcome.requests,
+                    2 * new_full + new_simplified + upgraded,
+                    task.id,
+                    self.worker_id,
+                    task.attempts,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(
+                    f"task {task.id} is not leased by this worker ({self.worker_id}): its lease "
+                    "expired and was recovered, or it was released; nothing recorded"
+                )
+            return CompletionResult(new_full, new_simplified, upgraded, spawned)
+
+        return self._write(work)
+
+    def simplified_among(self, ids: Sequence[str]) -> list[str]:
+        """The ids of ``ids`` still known only in simplified form (hydration skips the rest)."""
+        wanted = list(ids)
+        if not wanted:
+            return []
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT id FROM artists WHERE id = ANY(%s::text[]) AND detail = 0", (wanted,)
+            ).fetchall()
+        )
+        simplified = {r[0] for r in rows}
+        return [i for i in wanted if i in simplified]
+
+    def release(self, tasks: Iterable[Task]) -> None:
+        """Give this worker's leased tasks back (shutdown, or a request to retry later)."""
+        tasks = sorted(tasks, key=lambda t: t.id)
+        if not tasks:
+            return
+        self._write(
+            lambda c: c.execute(
+                "UPDATE tasks AS t SET state = 0, attempts = GREATEST(t.attempts - 1, 0), "
+                "    leased_by = NULL, lease_until = NULL "
+                "FROM unnest(%s::int8[], %s::int4[]) AS h(id, attempts) "
+                "WHERE t.id = h.id AND t.attempts = h.attempts AND t.state = 1 "
+                "    AND t.leased_by = %s",
+                ([t.id for t in tasks], [t.attempts for t in tasks], self.worker_id),
+            )
+        )
+
+    def fail(self, task: Task, reason: str) -> None:
+        """Give up on a task for good (the API will never answer it: unknown id, bad query).
+
+        A no-op if the lease is no longer this worker's: the worker holding it decides.
+        """
+        self._write(
+            lambda c: c.execute(
+                "UPDATE tasks SET state = 3, finished_at = %s, error = %s, lease_until = NULL "
+                "WHERE id = %s AND state = 1 AND leased_by = %s AND attempts = %s",
+                (time.time(), reason[:500], task.id, self.worker_id, task.attempts),
+            )
+        )
+
+    def recover_leases(self) -> int:
+        """Tasks whose lease EXPIRED (their worker died or hung) go back to pending; how many.
+
+        Leases other workers still hold are left alone.
+        """
+
+        def work(conn: Conn) -> int:
+            self._last_recovery = time.monotonic()
+            return max(conn.execute(_RECOVER).rowcount, 0)
+
+        return self._write(work)
+
+    def queue_hydration(self, batch_size: int, max_tasks: int, priority: float = 0.0) -> int:
+        """Turn simplified artists not yet queued into ``hydrate`` tasks of ``batch_size`` ids.
+
+        Workers doing this at once queue disjoint artists (``FOR UPDATE SKIP LOCKED``).
+        """
+        if batch_size <= 0 or max_tasks <= 0:
+            return 0
+
+        def work(conn: Conn) -> int:
+            rows = conn.execute(
+                "WITH picked AS ("
+                "    SELECT id FROM artists WHERE detail = 0 AND NOT hydration_queued"
+                "    ORDER BY first_seen, id LIMIT %s FOR UPDATE SKIP LOCKED"
+                ") "
+                "UPDATE artists AS a SET hydration_queued = TRUE FROM picked "
+                "WHERE a.id = picked.id RETURNING a.first_seen, a.id",
+                (batch_size * max_tasks,),
+            ).fetchall()
+            if not rows:
+                return 0
+            ids = [r[1] for r in sorted(rows)]
+            batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+            return self._insert_tasks(
+                conn, (TaskSpec("hydrate", {"ids": b}, priority) for b in batches), time.time()
+            )
+
+        return self._write(work)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def artist_counts(self) -> ArtistCounts:
+        row = self._read(
+            lambda c: c.execute("SELECT COUNT(*), COALESCE(SUM(detail), 0) FROM artists").fetchone()
+        )
+        assert row is not None
+        return ArtistCounts(total=int(row[0]), full=int(row[1]))
+
+    def artist_ids(self) -> set[str]:
+        rows = self._read(lambda c: c.execute("SELECT id FROM artists").fetchall())
+        return {r[0] for r in rows}
+
+    def iter_artists(self) -> Iterator[dict[str, Any]]:
+        """Every artist as a dict of plain values, in id order, streamed from the database.
+
+        Runs on its own connection in one read-only snapshot (server-side cursor), so it sees a
+        consistent catalog while the crawl goes on and does not hold up this store's writes.
+        """
+        if self._closed:
+            raise StoreError(f"the store for {self.where} is closed")
+        try:
+            conn = psycopg.connect(self._dsn, application_name=self._app_name() + " reader")
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.where}: {self._message(exc)}"
+            ) from None
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            with conn.cursor(name="spotify_ingest_artists") as cur:
+                cur.itersize = _STREAM_ROWS
+                cur.execute(f"SELECT {', '.join(_ARTIST_COLUMNS)} FROM artists ORDER BY id")
+                for row in cur:
+                    item = dict(zip(_ARTIST_COLUMNS, row, strict=True))
+                    item["detail"] = Detail(item["detail"]).name.lower()
+                    if item["images"] is not None:
+                        item["images"] = [_image_dict(img) for img in item["images"]]
+                    yield item
+            conn.rollback()
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot read {self.where}: {self._message(exc)}") from None
+        finally:
+            conn.close()
+
+    def search_nodes(self) -> list[SearchNode]:
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT query, parent, total, status FROM search_nodes ORDER BY query"
+            ).fetchall()
+        )
+        return [SearchNode(*row) for row in rows]
+
+    def rate_estimates(self) -> list[dict[str, Any]]:
+        """Every learned limit: ``{"client": hashed id, "api_base": ..., "estimate": {...}}``."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT key, value FROM meta WHERE key LIKE %s ORDER BY key", ("rate_estimate:%",)
+            ).fetchall()
+        )
+        out = []
+        for key, value in rows:
+            _, client, api_base = key.split(":", 2)
+            out.append({"client": client, "api_base": api_base, "estimate": value})
+        return out
+
+    def requests_done(self) -> int:
+        row = self._read(
+            lambda c: c.execute(
+                "SELECT COALESCE(SUM(requests), 0) FROM tasks WHERE state = 2"
+            ).fetchone()
+        )
+        assert row is not None
+        return int(row[0])
+
+
+def _image_dict(img: Any) -> Any:
+    """An image object with its keys in SQLite's order (jsonb reorders keys)."""
+    if not isinstance(img, dict):
+        return img
+    ordered = {k: img[k] for k in _IMAGE_KEYS if k in img}
+    ordered.update((k, v) for k, v in img.items() if k not in ordered)
+    return ordered
+
+
+def _artist_arrays(artists: Sequence[Artist | SimplifiedArtist]) -> dict[str, Any]:
+    """Column arrays for :data:`_UPSERT_ARTISTS` (one element per artist)."""
+    cols: dict[str, list[Any]] = {
+        k: [] for k in ("id", "name", "detail", "genres", "popularity", "followers", "images",
+                        "uri", "url")
+    }  # fmt: skip
+    for a in artists:
+        cols["id"].append(a.id)
+        cols["name"].append(a.name)
+        cols["uri"].append(a.uri)
+        cols["url"].append((a.external_urls or {}).get("spotify"))
+        if isinstance(a, Artist):
+            cols["detail"].append(int(Detail.FULL))
+            cols["genres"].append(None if a.genres is None else _json(a.genres))
+            cols["popularity"].append(a.popularity)
+            cols["followers"].append(a.followers)
+            cols["images"].append(
+                None if a.images is None else _json([img.model_dump() for img in a.images])
+            )
+        else:
+            cols["detail"].append(int(Detail.SIMPLIFIED))
+            cols["genres"].append(None)
+            cols["popularity"].append(None)
+            cols["followers"].append(None)
+            cols["images"].append(None)
+    return dict(cols)
