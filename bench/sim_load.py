@@ -10,6 +10,8 @@ pipelining). The scenarios, each for ``--seconds``:
 
 * ``artist``: ``GET /v1/artists/{id}`` over the catalog's artist ids (random order);
 * ``search``: ``GET /v1/search?q=<two letters>&type=artist,album,track&limit=10`` (dev-2026 max);
+* ``search-cold``: the same with three-letter prefixes at offsets 0-90, in random order: mostly
+  distinct requests, as a crawler's query tree sends them (little help from caches);
 * ``mixed``: alternating artist and search requests.
 
 Reports requests/s and latency percentiles (ms) per scenario, and the status codes seen.
@@ -37,7 +39,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-SCENARIOS = ("artist", "search", "mixed")
+SCENARIOS = ("artist", "search", "search-cold", "mixed")
 
 
 def free_port() -> int:
@@ -96,6 +98,16 @@ def build_requests(scenario: str, host: str, token: str, ids: list[str], seed: i
         return artist
     if scenario == "search":
         return search
+    if scenario == "search-cold":
+        cold = [
+            f"GET /v1/search?q={a}{b}{c}&type=artist,album,track&limit=10"
+            f"&offset={10 * rng.randrange(10)} HTTP/1.1\r\n{head}".encode()
+            for a in letters
+            for b in letters
+            for c in letters
+        ]
+        rng.shuffle(cold)
+        return cold
     mixed: list[bytes] = []
     for i in range(max(len(artist), len(search))):
         mixed.append(artist[i % len(artist)])

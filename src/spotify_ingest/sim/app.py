@@ -302,17 +302,38 @@ def paging(
     }
 
 
-_ITEMS_SLOT = b'"items":[]'  # cannot occur inside a JSON string value (its quotes are escaped)
+_PLAIN_JSON_STRING = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*')
+
+
+def _json_string(value: str | None) -> bytes:
+    """JSON for a string or null; plain ASCII text (every link we build) needs no escaping."""
+    if value is None:
+        return b"null"
+    if _PLAIN_JSON_STRING.fullmatch(value):
+        return b'"' + value.encode() + b'"'
+    return dumps(value)
 
 
 def paging_json(base: str, fragments: Sequence[bytes], **kwargs: Any) -> bytes:
     """``paging(...)`` as JSON, with items given as already-encoded JSON fragments.
 
     Catalog objects are static, so their encodings are cached; only the links are encoded per
-    request and the cached fragments are spliced in.
+    request and the cached fragments are spliced in (same key order as ``paging``).
     """
-    page = dumps(paging(base, [], **kwargs))
-    return page.replace(_ITEMS_SLOT, b'"items":[' + b",".join(fragments) + b"]", 1)
+    page = paging(base, [], **kwargs)
+    return b"".join(
+        (
+            b'{"href":',
+            _json_string(page["href"]),
+            b',"items":[',
+            b",".join(fragments),
+            b'],"limit":%d,"next":' % page["limit"],
+            _json_string(page["next"]),
+            b',"offset":%d,"previous":' % page["offset"],
+            _json_string(page["previous"]),
+            b',"total":%d}' % page["total"],
+        )
+    )
 
 
 def _drop(obj: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
