@@ -28,9 +28,10 @@ How the catalog is generated
   Partners are drawn near the lead artist in the list of artists sorted by (primary genre,
   popularity): same genre, similar popularity, wider spread further down the tail.
 * **Related artists** (on demand): the same-genre neighbours of similar popularity (then same
-  family, then popularity neighbours), scored by genre overlap then popularity distance, <= 20. Only artists in the top ``LINKED_SHARE``
-  of the catalog are ever *returned* as related, and playlists draw from the top tracks, so the
-  long tail has no in-links except rare collaborations: reachable only by search, as in reality.
+  family, then popularity neighbours), scored by genre overlap then popularity distance, <= 20.
+  Only artists in the top ``LINKED_SHARE`` of the catalog are ever *returned* as related, and
+  playlists draw from the top tracks, so the long tail has no in-links except rare
+  collaborations: reachable only by search, as in reality.
 * **Playlists.** ~35 featured playlists, 20 categories of 8-12 playlists, and 5 playlists owned by
   the app (``app-owner``); 50-100 tracks each, drawn with a skew from the most popular tracks
   (category playlists from tracks whose lead artist is in the category's genre families).
@@ -53,7 +54,7 @@ import math
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -105,28 +106,108 @@ _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
 _SCRIPTS = ("latin", "han", "kana", "hangul", "cyrillic", "arabic")
 _SCRIPT_SHARE = (0.86, 0.03, 0.025, 0.025, 0.035, 0.025)
-_MARKETS = ("US", "GB", "DE", "FR", "ES", "IT", "SE", "NL", "BR", "MX", "AR", "CA", "AU", "JP", "KR", "IN")
+_MARKETS = (
+    "US",
+    "GB",
+    "DE",
+    "FR",
+    "ES",
+    "IT",
+    "SE",
+    "NL",
+    "BR",
+    "MX",
+    "AR",
+    "CA",
+    "AU",
+    "JP",
+    "KR",
+    "IN",
+)
 _MAJOR_LABELS = (
-    "Columbia", "Atlantic Records", "Republic Records", "Interscope Records", "RCA Records",
-    "Island Records", "Capitol Records", "Def Jam Recordings", "Warner Records", "Epic",
-    "Polydor", "Parlophone", "XL Recordings", "Sub Pop Records", "Domino Recording Co",
-    "Matador Records", "Warp Records", "Ninja Tune", "4AD", "Rough Trade", "Big Machine",
-    "Top Dawg Entertainment", "HYBE", "SM Entertainment", "Avex Trax", "Rimas Entertainment",
+    "Columbia",
+    "Atlantic Records",
+    "Republic Records",
+    "Interscope Records",
+    "RCA Records",
+    "Island Records",
+    "Capitol Records",
+    "Def Jam Recordings",
+    "Warner Records",
+    "Epic",
+    "Polydor",
+    "Parlophone",
+    "XL Recordings",
+    "Sub Pop Records",
+    "Domino Recording Co",
+    "Matador Records",
+    "Warp Records",
+    "Ninja Tune",
+    "4AD",
+    "Rough Trade",
+    "Big Machine",
+    "Top Dawg Entertainment",
+    "HYBE",
+    "SM Entertainment",
+    "Avex Trax",
+    "Rimas Entertainment",
 )
 _INDIE_LABELS = ("DistroKid", "Independent", "Self-released", "TuneCore", "CD Baby", "Amuse")
-_ARTIST_IMAGE_PREFIXES = (("ab6761610000e5eb", 640), ("ab67616100005174", 300), ("ab6761610000f178", 64))
-_ALBUM_IMAGE_PREFIXES = (("ab67616d0000b273", 640), ("ab67616d00001e02", 300), ("ab67616d00004851", 64))
+_ARTIST_IMAGE_PREFIXES = (
+    ("ab6761610000e5eb", 640),
+    ("ab67616100005174", 300),
+    ("ab6761610000f178", 64),
+)
+_ALBUM_IMAGE_PREFIXES = (
+    ("ab67616d0000b273", 640),
+    ("ab67616d00001e02", 300),
+    ("ab67616d00004851", 64),
+)
 _FEATURED_NAMES = (
-    "Today's Top Hits", "Global Top 50", "Viral Hits", "New Music Friday", "Hot Hits",
-    "Songs to Sing in the Car", "Chill Vibes", "Mood Booster", "Beast Mode", "Deep Focus",
-    "Peaceful Piano", "All Out 2010s", "All Out 2000s", "All Out 90s", "Rock Classics",
-    "RapCaviar", "Baila Reggaeton", "mint", "Are & Be", "Hot Country", "Dance Party",
-    "Fresh Finds", "Lorem", "Pollen", "Just Good Music", "Throwback Thursday", "Sleep",
-    "Happy Hits!", "Life Sucks", "Anime Hits",
+    "Today's Top Hits",
+    "Global Top 50",
+    "Viral Hits",
+    "New Music Friday",
+    "Hot Hits",
+    "Songs to Sing in the Car",
+    "Chill Vibes",
+    "Mood Booster",
+    "Beast Mode",
+    "Deep Focus",
+    "Peaceful Piano",
+    "All Out 2010s",
+    "All Out 2000s",
+    "All Out 90s",
+    "Rock Classics",
+    "RapCaviar",
+    "Baila Reggaeton",
+    "mint",
+    "Are & Be",
+    "Hot Country",
+    "Dance Party",
+    "Fresh Finds",
+    "Lorem",
+    "Pollen",
+    "Just Good Music",
+    "Throwback Thursday",
+    "Sleep",
+    "Happy Hits!",
+    "Life Sucks",
+    "Anime Hits",
 )
 _CATEGORY_PLAYLIST_PATTERNS = (
-    "{c} Hits", "Fresh {c}", "{c} Essentials", "{c} Classics", "{c} Rising", "All New {c}",
-    "{c} Mix", "Best of {c}", "Chill {c}", "{c} Anthems", "{c} Deep Cuts", "{c} Gold",
+    "{c} Hits",
+    "Fresh {c}",
+    "{c} Essentials",
+    "{c} Classics",
+    "{c} Rising",
+    "All New {c}",
+    "{c} Mix",
+    "Best of {c}",
+    "Chill {c}",
+    "{c} Anthems",
+    "{c} Deep Cuts",
+    "{c} Gold",
 )
 _OWNED_NAMES = ("Crawl Seeds", "My Test Playlist", "Road Trip", "Favourites", "Discover Later")
 
@@ -199,7 +280,9 @@ class Catalog:
         pop = np.round(100.0 * (1.0 - self._obscurity**2))
         self._popularity: U8 = np.minimum.accumulate(pop).astype(np.uint8)
         followers = 1.2e8 * v**-0.95 * rng.lognormal(0.0, 0.6, size=n)
-        self._followers: npt.NDArray[np.uint32] = np.minimum(np.round(followers), 4e9).astype(np.uint32)
+        self._followers: npt.NDArray[np.uint32] = np.minimum(np.round(followers), 4e9).astype(
+            np.uint32
+        )
         self._has_images = rng.random(n) < (0.98 - 0.5 * self._obscurity)
         self._v = v
 
@@ -211,7 +294,9 @@ class Catalog:
     def _build_artist_genres(self, rng: np.random.Generator) -> None:
         n = self.n_artists
         family_names = list(FAMILIES)
-        family_genres = [np.asarray([GENRES.index(g) for g in FAMILIES[f]], dtype=np.int64) for f in family_names]
+        family_genres = [
+            np.asarray([GENRES.index(g) for g in FAMILIES[f]], dtype=np.int64) for f in family_names
+        ]
         genres = np.full((n, 3), NO_GENRE, dtype=np.uint16)
         o = self._obscurity
         p_none = 0.03 + 0.77 * o**4
@@ -235,7 +320,9 @@ class Catalog:
             chosen = np.zeros(n, dtype=np.int64)
             for f, members in enumerate(family_genres):
                 sel = fam == f
-                chosen[sel] = members[np.minimum((z[sel] * len(members)).astype(np.int64), len(members) - 1)]
+                chosen[sel] = members[
+                    np.minimum((z[sel] * len(members)).astype(np.int64), len(members) - 1)
+                ]
             genres[:, col] = np.where(count > col, chosen, NO_GENRE).astype(np.uint16)
         # drop duplicate genres inside a row, keep the order (primary first)
         dup1 = genres[:, 1] == genres[:, 0]
@@ -253,8 +340,12 @@ class Catalog:
         sorted_primary = primary[self._genre_order]
         buckets = np.arange(len(GENRES) + 1, dtype=np.int64)
         buckets[-1] = int(NO_GENRE)
-        self._bucket_lo: I64 = np.searchsorted(sorted_primary, buckets, side="left").astype(np.int64)
-        self._bucket_hi: I64 = np.searchsorted(sorted_primary, buckets, side="right").astype(np.int64)
+        self._bucket_lo: I64 = np.searchsorted(sorted_primary, buckets, side="left").astype(
+            np.int64
+        )
+        self._bucket_hi: I64 = np.searchsorted(sorted_primary, buckets, side="right").astype(
+            np.int64
+        )
         pos = np.empty(n, dtype=np.int32)
         pos[self._genre_order] = np.arange(n, dtype=np.int32)
         self._genre_pos: I32 = pos
@@ -283,7 +374,9 @@ class Catalog:
             if script == "latin":
                 mix = nm.ARTIST_LATIN_TEMPLATES
             else:
-                mix = nm.script_template_mix(script, 0.15 if script in ("han", "kana", "hangul") else 0.5)
+                mix = nm.script_template_mix(
+                    script, 0.15 if script in ("han", "kana", "hangul") else 0.5
+                )
             t, p = nm.generate_names(rng, vocab, mix, len(sel))
             templates[sel] = t
             parts[sel] = p
@@ -320,7 +413,9 @@ class Catalog:
         same = target == pos
         target = np.where(same & (pos + 1 < hi), pos + 1, np.where(same, pos - 1, target))
         ok = (hi - lo >= 2) & (target >= lo) & (target < hi)
-        return np.where(ok, self._genre_order[np.clip(target, 0, self.n_artists - 1)].astype(np.int64), -1)
+        return np.where(
+            ok, self._genre_order[np.clip(target, 0, self.n_artists - 1)].astype(np.int64), -1
+        )
 
     def _build_releases(self) -> None:
         n = self.n_artists
@@ -390,7 +485,9 @@ class Catalog:
         tail_album = album & (ao > 0.8)
         counts[tail_album] = 4 + rng.integers(0, 3, size=int(tail_album.sum()))
         big_album = album & ~tail_album
-        counts[big_album] = np.clip(np.round(rng.normal(11.0, 3.0, size=int(big_album.sum()))), 6, 30).astype(np.int64)
+        counts[big_album] = np.clip(
+            np.round(rng.normal(11.0, 3.0, size=int(big_album.sum()))), 6, 30
+        ).astype(np.int64)
         comp = atype == COMPILATION
         counts[comp] = 12 + rng.integers(0, 21, size=int(comp.sum()))
         self._track_start: I64 = np.zeros(m + 1, dtype=np.int64)
@@ -399,7 +496,10 @@ class Catalog:
 
         # album popularity: the artist's, lowered by age and chance
         age_years = (today - self._album_day.astype(np.int64)) / 365.25
-        apop = self._popularity[self._album_artist].astype(np.float64) * (0.7 + 0.3 * rng.random(m)) - 0.4 * age_years
+        apop = (
+            self._popularity[self._album_artist].astype(np.float64) * (0.7 + 0.3 * rng.random(m))
+            - 0.4 * age_years
+        )
         self._album_pop: U8 = np.clip(np.round(apop), 0, 100).astype(np.uint8)
 
         # album names (singles are renamed after their first track once tracks exist)
@@ -490,7 +590,9 @@ class Catalog:
         co_artist: list[I64] = []
         if len(multi):
             rows = np.repeat(multi, counts[multi])
-            tracks = gather_rows(self._track_start, np.arange(t_count, dtype=np.int32), multi).astype(np.int64)
+            tracks = gather_rows(
+                self._track_start, np.arange(t_count, dtype=np.int32), multi
+            ).astype(np.int64)
             pairs = sorted_unique(rows * self.n_artists + lead[tracks])
             pa = pairs // self.n_artists
             pr = pairs - pa * self.n_artists
@@ -501,8 +603,12 @@ class Catalog:
             keep3 = rank_in < 3
             co_album.append(pa[keep3])
             co_artist.append(pr[keep3])
-        self._co_album: I32 = (np.concatenate(co_album) if co_album else np.zeros(0, np.int64)).astype(np.int32)
-        self._co_artist: I32 = (np.concatenate(co_artist) if co_artist else np.zeros(0, np.int64)).astype(np.int32)
+        self._co_album: I32 = (
+            np.concatenate(co_album) if co_album else np.zeros(0, np.int64)
+        ).astype(np.int32)
+        self._co_artist: I32 = (
+            np.concatenate(co_artist) if co_artist else np.zeros(0, np.int64)
+        ).astype(np.int32)
 
     def _build_discographies(self) -> None:
         """CSR artist -> (album, group) in Spotify order, and the appears_on relation."""
@@ -516,16 +622,24 @@ class Catalog:
         aa_album = np.concatenate([own_album, self._co_album.astype(np.int64)])
         aa_key = sorted_unique(aa_artist * m + aa_album)
         # track credit pairs (lead + featured) -> (artist, album), minus album-artist pairs
-        cred_artist = np.concatenate([self._track_lead.astype(np.int64), self._feat_artist.astype(np.int64)])
-        cred_track = np.concatenate([np.arange(self.n_tracks, dtype=np.int64), self._feat_track.astype(np.int64)])
+        cred_artist = np.concatenate(
+            [self._track_lead.astype(np.int64), self._feat_artist.astype(np.int64)]
+        )
+        cred_track = np.concatenate(
+            [np.arange(self.n_tracks, dtype=np.int64), self._feat_track.astype(np.int64)]
+        )
         cred_key = sorted_unique(cred_artist * m + track_album[cred_track])
         pos = np.searchsorted(aa_key, cred_key)
         pos[pos == len(aa_key)] = 0
         appears = cred_key[aa_key[pos] != cred_key]
         all_artist = np.concatenate([aa_key // m, appears // m])
         all_album = np.concatenate([aa_key % m, appears % m])
-        group = np.concatenate([self._album_type[aa_key % m].astype(np.int64), np.full(len(appears), APPEARS_ON)])
-        order = np.lexsort((all_album, -self._album_day[all_album].astype(np.int64), group, all_artist))
+        group = np.concatenate(
+            [self._album_type[aa_key % m].astype(np.int64), np.full(len(appears), APPEARS_ON)]
+        )
+        order = np.lexsort(
+            (all_album, -self._album_day[all_album].astype(np.int64), group, all_artist)
+        )
         self._disco_album: I32 = all_album[order].astype(np.int32)
         self._disco_group: U8 = group[order].astype(np.uint8)
         self._disco_ptr: I64 = np.zeros(n + 1, dtype=np.int64)
@@ -541,7 +655,9 @@ class Catalog:
         w, items = vocab.name_words(self._name_tpl, self._name_parts, np.arange(n, dtype=np.int64))
         self._artist_postings = Postings.build(w, items, n_words, n)
         # albums
-        self._album_by_rank: I32 = np.argsort(-self._album_pop.astype(np.int16), kind="stable").astype(np.int32)
+        self._album_by_rank: I32 = np.argsort(
+            -self._album_pop.astype(np.int16), kind="stable"
+        ).astype(np.int32)
         album_rank = np.empty(m, dtype=np.int32)
         album_rank[self._album_by_rank] = np.arange(m, dtype=np.int32)
         self._album_rank: I32 = album_rank
@@ -551,7 +667,9 @@ class Catalog:
         self._album_day_r: I32 = self._album_day[self._album_by_rank]
         self._hipster_start = m - max(1, math.ceil(0.1 * m)) if m else 0
         # tracks
-        self._track_by_rank: I32 = np.argsort(-self._track_pop.astype(np.int16), kind="stable").astype(np.int32)
+        self._track_by_rank: I32 = np.argsort(
+            -self._track_pop.astype(np.int16), kind="stable"
+        ).astype(np.int32)
         track_rank = np.empty(t_count, dtype=np.int32)
         track_rank[self._track_by_rank] = np.arange(t_count, dtype=np.int32)
         self._track_rank: I32 = track_rank
@@ -562,15 +680,21 @@ class Catalog:
         self._track_year_r: U16 = self._album_year[track_album[self._track_by_rank]]
         # artist -> album ranks (album artists)
         aa = self._album_artist_pairs
-        self._artist_album_ptr, self._artist_album_ranks = self._csr_by_artist(aa // m, album_rank[aa % m])
+        self._artist_album_ptr, self._artist_album_ranks = self._csr_by_artist(
+            aa // m, album_rank[aa % m]
+        )
         del self._album_artist_pairs
         cred_artist, cred_track = self._credit_pairs
-        self._artist_track_ptr, self._artist_track_ranks = self._csr_by_artist(cred_artist, track_rank[cred_track])
+        self._artist_track_ptr, self._artist_track_ranks = self._csr_by_artist(
+            cred_artist, track_rank[cred_track]
+        )
         del self._credit_pairs
         # playlists are indexed in _build_playlists
 
     def _csr_by_artist(self, artists: I64, ranks: I32) -> tuple[I64, I32]:
-        key = artists.astype(np.int64) * np.int64(max(self.n_tracks, self.n_albums, 1)) + ranks.astype(np.int64)
+        key = artists.astype(np.int64) * np.int64(
+            max(self.n_tracks, self.n_albums, 1)
+        ) + ranks.astype(np.int64)
         key = sorted_unique(key)
         width = np.int64(max(self.n_tracks, self.n_albums, 1))
         art = key // width
@@ -590,10 +714,14 @@ class Catalog:
         pool_size = min(t_count, max(3000, t_count // 40))
         top = self._track_by_rank[:pool_size].astype(np.int64)
         top = top[self._track_lead[top] < self._linked_n]
-        wide = self._track_by_rank[: min(t_count, max(4 * pool_size, t_count // 5))].astype(np.int64)
+        wide = self._track_by_rank[: min(t_count, max(4 * pool_size, t_count // 5))].astype(
+            np.int64
+        )
         wide = wide[self._track_lead[wide] < self._linked_n]
         family_names = list(FAMILIES)
-        genre_family = np.asarray([family_names.index(f) for f in GENRE_FAMILY] + [-1], dtype=np.int64)
+        genre_family = np.asarray(
+            [family_names.index(f) for f in GENRE_FAMILY] + [-1], dtype=np.int64
+        )
         top_family = genre_family[self._bucket_of(self._track_lead[top])]
         wide_family = genre_family[self._bucket_of(self._track_lead[wide])]
 
@@ -604,7 +732,9 @@ class Catalog:
             weights = 1.0 / (np.arange(len(candidates), dtype=np.float64) + 20.0)
             main = rng.choice(candidates, size=count, replace=False, p=weights / weights.sum())
             n_wide = min(len(wide), count // 7)
-            extra = rng.choice(wide, size=n_wide, replace=False) if n_wide else np.zeros(0, np.int64)
+            extra = (
+                rng.choice(wide, size=n_wide, replace=False) if n_wide else np.zeros(0, np.int64)
+            )
             chosen = list(dict.fromkeys(main.tolist()[: count - n_wide] + extra.tolist()))
             rng.shuffle(chosen)
             return tuple(int(k) for k in chosen)
@@ -615,7 +745,9 @@ class Catalog:
         tracks: list[tuple[int, ...]] = []
         followers: list[int] = []
 
-        def add(name: str, owner: str, description: str, content: tuple[int, ...], fans: int) -> int:
+        def add(
+            name: str, owner: str, description: str, content: tuple[int, ...], fans: int
+        ) -> int:
             names.append(name)
             owners.append(owner)
             descriptions.append(description)
@@ -627,14 +759,26 @@ class Catalog:
         for k, name in enumerate(_FEATURED_NAMES):
             size = int(rng.integers(50, 101))
             fans = int(3e7 / (k + 1) ** 0.8)
-            featured.append(add(name, SPOTIFY_OWNER, f"The best of {name.lower()}.", draw(top, size), fans))
+            featured.append(
+                add(name, SPOTIFY_OWNER, f"The best of {name.lower()}.", draw(top, size), fans)
+            )
         for i in range(min(8, self.n_artists)):
-            ranks = self._artist_track_ranks[self._artist_track_ptr[i] : self._artist_track_ptr[i + 1]]
+            ranks = self._artist_track_ranks[
+                self._artist_track_ptr[i] : self._artist_track_ptr[i + 1]
+            ]
             if len(ranks) < 20:
                 continue
             own = self._track_by_rank[np.sort(ranks)[:50]].astype(np.int64)
             name = f"This Is {self.artist_name(i)}"
-            featured.append(add(name, SPOTIFY_OWNER, f"All the essential tracks, all in one playlist.", tuple(own.tolist()), int(2e6 / (i + 1))))
+            featured.append(
+                add(
+                    name,
+                    SPOTIFY_OWNER,
+                    "All the essential tracks, all in one playlist.",
+                    tuple(own.tolist()),
+                    int(2e6 / (i + 1)),
+                )
+            )
         self._featured = featured
 
         self._category_names: dict[str, str] = {}
@@ -657,13 +801,23 @@ class Catalog:
                 name = _CATEGORY_PLAYLIST_PATTERNS[pat].format(c=cname)
                 size = int(rng.integers(50, 101))
                 fans = int(rng.integers(10_000, 3_000_000))
-                lists.append(add(name, SPOTIFY_OWNER, f"{cname}: {name}.", draw(candidates, size), fans))
+                lists.append(
+                    add(name, SPOTIFY_OWNER, f"{cname}: {name}.", draw(candidates, size), fans)
+                )
             self._category_lists[cid] = lists
 
         owned: list[int] = []
         for name in _OWNED_NAMES:
             size = int(rng.integers(50, 101))
-            owned.append(add(name, APP_OWNER, "", draw(wide if len(wide) else top, size), int(rng.integers(0, 50))))
+            owned.append(
+                add(
+                    name,
+                    APP_OWNER,
+                    "",
+                    draw(wide if len(wide) else top, size),
+                    int(rng.integers(0, 50)),
+                )
+            )
         self._owned = owned
 
         self.n_playlists = len(names)
@@ -677,7 +831,9 @@ class Catalog:
         word_id = {w: i for i, w in enumerate(self._playlist_vocab.words)}
         pw = np.asarray([word_id[w] for toks in tokens for w in toks], dtype=np.int64)
         pi = np.asarray([p for p, toks in enumerate(tokens) for _ in toks], dtype=np.int64)
-        self._playlist_postings = Postings.build(pw, pi, len(self._playlist_vocab), self.n_playlists)
+        self._playlist_postings = Postings.build(
+            pw, pi, len(self._playlist_vocab), self.n_playlists
+        )
 
         # new releases: the most popular non-compilation albums of the last two weeks
         recent_r = np.flatnonzero(self._album_day_r >= self._today_day - 13)
@@ -803,7 +959,11 @@ class Catalog:
         return self._vocab.render(int(self._name_tpl[i]), self._name_parts[i].tolist())
 
     def artist_genres(self, i: int) -> list[str]:
-        return [GENRES[g] for g in self._genres[self._check(i, self.n_artists)].tolist() if g != int(NO_GENRE)]
+        return [
+            GENRES[g]
+            for g in self._genres[self._check(i, self.n_artists)].tolist()
+            if g != int(NO_GENRE)
+        ]
 
     def artist_popularity(self, i: int) -> int:
         return int(self._popularity[self._check(i, self.n_artists)])
@@ -860,9 +1020,14 @@ class Catalog:
             "uri": f"spotify:artist:{aid}",
         }
 
-    def _images(self, prefixes: tuple[tuple[str, int], ...], kind: int, index: int) -> list[dict[str, Any]]:
+    def _images(
+        self, prefixes: tuple[tuple[str, int], ...], kind: int, index: int
+    ) -> list[dict[str, Any]]:
         h = f"{self._hash(kind, index, 1):016x}{self._hash(kind, index, 2):016x}"[:24]
-        return [{"url": f"https://i.scdn.co/image/{prefix}{h}", "height": size, "width": size} for prefix, size in prefixes]
+        return [
+            {"url": f"https://i.scdn.co/image/{prefix}{h}", "height": size, "width": size}
+            for prefix, size in prefixes
+        ]
 
     def simplified_artist(self, i: int) -> dict[str, Any]:
         return self._artist_ref(self._check(i, self.n_artists))
@@ -986,7 +1151,9 @@ class Catalog:
         obj = self._track_common(k, album)
         h = self._hash(2, k, 7)
         country = _MARKETS[h % len(_MARKETS)]
-        registrant = "".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(h >> (6 * s)) % 36] for s in range(3))
+        registrant = "".join(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"[(h >> (6 * s)) % 36] for s in range(3)
+        )
         year2 = int(self._album_year[album]) % 100
         obj["album"] = self._album_base(album)
         obj["external_ids"] = {"isrc": f"{country}{registrant}{year2:02d}{(h >> 24) % 100000:05d}"}
@@ -1028,13 +1195,17 @@ class Catalog:
 
         chunks: list[I32] = []
         for g in genres:
-            chunks.append(near(self._genre_artists[self._genre_ptr[g] : self._genre_ptr[g + 1]], 30))
+            chunks.append(
+                near(self._genre_artists[self._genre_ptr[g] : self._genre_ptr[g + 1]], 30)
+            )
         cand = self._candidates(chunks, i)
         families = {self._family_of[g] for g in genres}
         if len(cand) < 20 and families:
             for g in range(len(GENRES)):
                 if self._family_of[g] in families and g not in genres:
-                    chunks.append(near(self._genre_artists[self._genre_ptr[g] : self._genre_ptr[g + 1]], 5))
+                    chunks.append(
+                        near(self._genre_artists[self._genre_ptr[g] : self._genre_ptr[g + 1]], 5)
+                    )
             cand = self._candidates(chunks, i)
         if len(cand) < 20:
             lo = max(0, min(i, linked_n) - 15)
@@ -1045,7 +1216,9 @@ class Catalog:
         cand_genres = self._genres[cand].astype(np.int64)
         overlap = np.isin(cand_genres, np.asarray(genres, dtype=np.int64)).sum(axis=1)
         primary = cand_genres[:, 0]
-        fam = np.asarray(self._family_of + [-1], dtype=np.int64)[np.where(primary == int(NO_GENRE), len(GENRES), primary)]
+        fam = np.asarray([*self._family_of, -1], dtype=np.int64)[
+            np.where(primary == int(NO_GENRE), len(GENRES), primary)
+        ]
         same_family = np.isin(fam, np.asarray(sorted(families) or [-2], dtype=np.int64))
         pop_gap = np.abs(self._popularity[cand].astype(np.int64) - int(self._popularity[i]))
         order = np.lexsort((cand, np.abs(cand - i), pop_gap, ~same_family, -overlap))
@@ -1055,7 +1228,8 @@ class Catalog:
         if not chunks:
             return np.zeros(0, dtype=np.int64)
         cand = sorted_unique(np.concatenate(chunks).astype(np.int64))
-        return cand[(cand != i) & (cand < self._linked_n)]
+        kept: I64 = cand[(cand != i) & (cand < self._linked_n)]
+        return kept
 
     # ------------------------------------------------------------------------------------------
     # browse and playlists
@@ -1078,7 +1252,13 @@ class Catalog:
         h = f"{zlib.crc32(category_id.encode()):08x}"
         return {
             "href": f"{self.api_base}/browse/categories/{category_id}",
-            "icons": [{"url": f"https://t.scdn.co/media/derived/{category_id}-{h}_274x274.jpg", "height": 274, "width": 274}],
+            "icons": [
+                {
+                    "url": f"https://t.scdn.co/media/derived/{category_id}-{h}_274x274.jpg",
+                    "height": 274,
+                    "width": 274,
+                }
+            ],
             "id": category_id,
             "name": name,
         }
@@ -1123,7 +1303,13 @@ class Catalog:
             "followers": {"href": None, "total": self._playlist_followers[p]},
             "href": f"{self.api_base}/playlists/{pid}",
             "id": pid,
-            "images": [{"url": f"https://i.scdn.co/image/ab67706f00000002{h[:24]}", "height": 640, "width": 640}],
+            "images": [
+                {
+                    "url": f"https://i.scdn.co/image/ab67706f00000002{h[:24]}",
+                    "height": 640,
+                    "width": 640,
+                }
+            ],
             "name": self._playlist_names[p],
             "owner": self._owner_object(owner),
             "public": True,
@@ -1150,7 +1336,11 @@ class Catalog:
         track = self.track_object(k)
         return {
             "added_at": f"{added.isoformat()}T12:00:00Z",
-            "added_by": {key: value for key, value in self._owner_object(self._playlist_owners[p]).items() if key != "display_name"},
+            "added_by": {
+                key: value
+                for key, value in self._owner_object(self._playlist_owners[p]).items()
+                if key != "display_name"
+            },
             "is_local": False,
             "item": track,
             "track": track,
@@ -1171,7 +1361,9 @@ class Catalog:
     # ------------------------------------------------------------------------------------------
     # search
 
-    def search(self, q: str, types: Sequence[str], offset: int, limit: int) -> dict[str, tuple[int, list[int]]]:
+    def search(
+        self, q: str, types: Sequence[str], offset: int, limit: int
+    ) -> dict[str, tuple[int, list[int]]]:
         """Per type: (exact total, indices of the page ``[offset, offset + limit)``).
 
         Ranked by popularity, ties by index. Types: artist, album, track, playlist; other
@@ -1218,7 +1410,9 @@ class Catalog:
         return result
 
     def _n_items(self, t: str) -> int:
-        return {"artist": self.n_artists, "album": self.n_albums, "track": self.n_tracks}.get(t, self.n_playlists)
+        return {"artist": self.n_artists, "album": self.n_albums, "track": self.n_tracks}.get(
+            t, self.n_playlists
+        )
 
     def _word_set(self, t: str, word: str) -> Ranks:
         """Ranks of type ``t`` whose name has a word starting with ``word`` (cached)."""
@@ -1230,7 +1424,11 @@ class Catalog:
             lo, hi = self._playlist_vocab.prefix_range(word)
             result = self._playlist_postings.range_set(lo, hi)
         else:
-            postings = {"artist": self._artist_postings, "album": self._album_postings, "track": self._track_postings}[t]
+            postings = {
+                "artist": self._artist_postings,
+                "album": self._album_postings,
+                "track": self._track_postings,
+            }[t]
             lo, hi = self._vocab.words.prefix_range(word)
             result = postings.range_set(lo, hi)
         self._matches.put(key, result)
@@ -1289,7 +1487,9 @@ class Catalog:
                 g = matched[0]
                 artists = self._genre_artists[ptr[g] : ptr[g + 1]]
             else:
-                artists = union_of(gather_rows(ptr, self._genre_artists, np.asarray(matched)), self.n_artists)
+                artists = union_of(
+                    gather_rows(ptr, self._genre_artists, np.asarray(matched)), self.n_artists
+                )
             result = self._artists_to(t, artists)
         self._matches.put(key, result)
         return result
@@ -1308,7 +1508,7 @@ class Catalog:
         tracks = np.repeat(starts - (ends - lengths), lengths) + np.arange(total, dtype=np.int64)
         return union_of(self._track_rank[tracks], self.n_tracks)
 
-    _APPLIES: dict[str, frozenset[str]] = {
+    _APPLIES: ClassVar[dict[str, frozenset[str]]] = {
         "artist": frozenset({"artist", "genre", "years"}),
         "album": frozenset({"artist", "years", "tags", "album"}),
         "track": frozenset({"artist", "genre", "years", "album", "track"}),

@@ -55,48 +55,60 @@ _HASH_BASE = 0x100000001B3  # FNV prime, odd: polynomial hash base
 # --------------------------------------------------------------------------------------------------
 # Word lists
 
-ENGLISH = (
-    "Love Night Moon Sun Fire Rain River Ocean Sky Star Heart Soul Dream Light Shadow Black White "
-    "Blue Red Gold Silver Velvet Echo Ghost Wolf Tiger Lion Eagle Raven Crow Dove Rose Lily Stone "
-    "Glass Iron Steel Neon Electric Wild Golden Broken Lost Young Old New Last First Sweet Bitter "
-    "Cold Warm Summer Winter Autumn Spring Morning Midnight Sunday Monday Friday Paradise Heaven "
-    "Angel Devil Saint Sinner King Queen Prince Princess Empire Kingdom City Street Road Highway "
-    "Desert Forest Mountain Valley Island Harbor Garden Window Mirror Door Home House Room Party "
-    "Dance Disco Radio Video Tape Record Vinyl Rhythm Melody Harmony Chorus Song Ballad Blues Soul "
-    "Fever Sugar Honey Candy Cherry Lemon Peach Apple Orange Wine Whiskey Coffee Smoke Dust Ash "
-    "Thunder Lightning Storm Wind Wave Tide Flood Flame Spark Pulse Signal Static Circuit Machine "
-    "Robot Rocket Planet Comet Galaxy Cosmic Orbit Satellite Future Memory Time Forever Never "
-    "Always Tonight Tomorrow Yesterday Today Alive Free Lonely Happy Crazy Lucky Pretty Dirty "
-    "Perfect Simple Secret Silent Loud Fast Slow High Low Deep Shallow Hollow Empty Full Little "
-    "Big Tiny Giant Magic Mystic Holy Sacred Cosmic Crystal Diamond Pearl Ruby Jade Amber Coral "
-    "Violet Scarlet Indigo Crimson Arctic Tropical Northern Southern Eastern Western Royal "
-    "Rebel Outlaw Cowboy Pirate Sailor Soldier Hunter Dreamer Stranger Lover Fighter Runner "
-    "Hero Legend Myth Story Tale Letter Promise Prayer Miracle Wonder Chance Fortune Destiny "
-    "Gravity Horizon Sunrise Sunset Daylight Moonlight Starlight Firefly Butterfly Hurricane "
-    "Avalanche Volcano Glacier Canyon Meadow Prairie Lagoon Bayou Delta Coast Shore Bridge Tower"
-).split()
 
-PLURAL = (
-    "Roses Wolves Tigers Lions Eagles Ravens Crows Doves Stones Kings Queens Angels Devils Saints "
-    "Sinners Strangers Lovers Fighters Runners Heroes Legends Dreamers Hunters Outlaws Cowboys "
-    "Pirates Sailors Soldiers Rebels Ghosts Shadows Stars Hearts Souls Dreams Lights Waves Flames "
-    "Sparks Signals Machines Robots Rockets Planets Comets Mirrors Doors Windows Streets Roads "
-    "Cities Islands Mountains Valleys Rivers Oceans Storms Sparrows Foxes Bears Owls Snakes "
-    "Monkeys Horses Bees Beetles Cats Dogs Birds Keys Guns Bones Hands Eyes Lips Teeth Kids Boys "
-    "Girls Brothers Sisters Sons Daughters Strokes Killers Smiths Doors Cure Pixies Shins Knives"
-).split()
+def _word_list(text: str) -> list[str]:
+    """Whitespace-separated words of a text block."""
+    return text.split()
 
-GIVEN = (
-    "John Maria David Anna Michael Sarah James Laura Robert Emma Daniel Sofia Carlos Ana Luis "
-    "Elena Pedro Lucia Juan Paula Marco Giulia Luca Chiara Pierre Claire Louis Camille Hans Greta "
-    "Lars Ingrid Sven Astrid Olaf Freya Ivan Olga Dmitri Natasha Ahmed Fatima Omar Leila Yusuf "
-    "Aisha Kenji Yuki Hiro Sakura Min Jin Wei Mei Raj Priya Arjun Ananya Kwame Amara Kofi Zola "
-    "Diego Valentina Mateo Camila Santiago Isabella Sebastian Gabriela Nico Lena Max Mia Leo Zoe "
-    "Sam Alex Charlie Jamie Taylor Jordan Morgan Casey Riley Billie Frankie Johnny Bobby Tommy "
-    "Jimmy Danny Eddie Freddie Marvin Otis Aretha Nina Etta Ella Billy Ray Willie Dolly Patsy "
-    "Hank Buddy Elvis Chuck Stevie Janis Jimi Joni Carole Aaliyah Beyonce Rihanna Kanye Drake "
-    "Shakira Selena Ariana Dua Lana Lorde Sia Adele Bruno Ed Harry Niall Zayn Justin Miley"
-).split()
+
+ENGLISH = _word_list(
+    """
+    Love Night Moon Sun Fire Rain River Ocean Sky Star Heart Soul Dream Light Shadow Black White
+    Blue Red Gold Silver Velvet Echo Ghost Wolf Tiger Lion Eagle Raven Crow Dove Rose Lily Stone
+    Glass Iron Steel Neon Electric Wild Golden Broken Lost Young Old New Last First Sweet Bitter
+    Cold Warm Summer Winter Autumn Spring Morning Midnight Sunday Monday Friday Paradise Heaven
+    Angel Devil Saint Sinner King Queen Prince Princess Empire Kingdom City Street Road Highway
+    Desert Forest Mountain Valley Island Harbor Garden Window Mirror Door Home House Room Party
+    Dance Disco Radio Video Tape Record Vinyl Rhythm Melody Harmony Chorus Song Ballad Blues
+    Soul Fever Sugar Honey Candy Cherry Lemon Peach Apple Orange Wine Whiskey Coffee Smoke Dust
+    Ash Thunder Lightning Storm Wind Wave Tide Flood Flame Spark Pulse Signal Static Circuit
+    Machine Robot Rocket Planet Comet Galaxy Cosmic Orbit Satellite Future Memory Time Forever
+    Never Always Tonight Tomorrow Yesterday Today Alive Free Lonely Happy Crazy Lucky Pretty
+    Dirty Perfect Simple Secret Silent Loud Fast Slow High Low Deep Shallow Hollow Empty Full
+    Little Big Tiny Giant Magic Mystic Holy Sacred Cosmic Crystal Diamond Pearl Ruby Jade Amber
+    Coral Violet Scarlet Indigo Crimson Arctic Tropical Northern Southern Eastern Western Royal
+    Rebel Outlaw Cowboy Pirate Sailor Soldier Hunter Dreamer Stranger Lover Fighter Runner Hero
+    Legend Myth Story Tale Letter Promise Prayer Miracle Wonder Chance Fortune Destiny Gravity
+    Horizon Sunrise Sunset Daylight Moonlight Starlight Firefly Butterfly Hurricane Avalanche
+    Volcano Glacier Canyon Meadow Prairie Lagoon Bayou Delta Coast Shore Bridge Tower
+    """
+)
+
+PLURAL = _word_list(
+    """
+    Roses Wolves Tigers Lions Eagles Ravens Crows Doves Stones Kings Queens Angels Devils Saints
+    Sinners Strangers Lovers Fighters Runners Heroes Legends Dreamers Hunters Outlaws Cowboys
+    Pirates Sailors Soldiers Rebels Ghosts Shadows Stars Hearts Souls Dreams Lights Waves Flames
+    Sparks Signals Machines Robots Rockets Planets Comets Mirrors Doors Windows Streets Roads
+    Cities Islands Mountains Valleys Rivers Oceans Storms Sparrows Foxes Bears Owls Snakes
+    Monkeys Horses Bees Beetles Cats Dogs Birds Keys Guns Bones Hands Eyes Lips Teeth Kids Boys
+    Girls Brothers Sisters Sons Daughters Strokes Killers Smiths Doors Cure Pixies Shins Knives
+    """
+)
+
+GIVEN = _word_list(
+    """
+    John Maria David Anna Michael Sarah James Laura Robert Emma Daniel Sofia Carlos Ana Luis
+    Elena Pedro Lucia Juan Paula Marco Giulia Luca Chiara Pierre Claire Louis Camille Hans Greta
+    Lars Ingrid Sven Astrid Olaf Freya Ivan Olga Dmitri Natasha Ahmed Fatima Omar Leila Yusuf
+    Aisha Kenji Yuki Hiro Sakura Min Jin Wei Mei Raj Priya Arjun Ananya Kwame Amara Kofi Zola
+    Diego Valentina Mateo Camila Santiago Isabella Sebastian Gabriela Nico Lena Max Mia Leo Zoe
+    Sam Alex Charlie Jamie Taylor Jordan Morgan Casey Riley Billie Frankie Johnny Bobby Tommy
+    Jimmy Danny Eddie Freddie Marvin Otis Aretha Nina Etta Ella Billy Ray Willie Dolly Patsy
+    Hank Buddy Elvis Chuck Stevie Janis Jimi Joni Carole Aaliyah Beyonce Rihanna Kanye Drake
+    Shakira Selena Ariana Dua Lana Lorde Sia Adele Bruno Ed Harry Niall Zayn Justin Miley
+    """
+)
 
 NUMBERS = tuple(
     [str(i) for i in range(1, 100)]
@@ -114,18 +126,65 @@ KANA = (
     "ガギグゲゴザジズゼゾダデドバビブベボパピプペポ"
     "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわん"
 )
-CYRILLIC_ONSETS = ("б", "в", "г", "д", "ж", "з", "к", "л", "м", "н", "п", "р", "с", "т", "ф", "х", "ч", "ш", "")
+CYRILLIC_ONSETS = (
+    "б",
+    "в",
+    "г",
+    "д",
+    "ж",
+    "з",
+    "к",
+    "л",
+    "м",
+    "н",
+    "п",
+    "р",
+    "с",
+    "т",
+    "ф",
+    "х",
+    "ч",
+    "ш",
+    "",
+)
 CYRILLIC_VOWELS = ("а", "е", "и", "о", "у", "ы", "я", "ю", "ё")
 CYRILLIC_CODAS = ("", "", "", "н", "р", "в", "й", "с", "л", "к")
 ARABIC_LETTERS = "ابتثجحخدذرزسشصضطظعغفقكلمنهوي"
 ARABIC_HARAKAT = "\u064e\u064f\u0650"  # fatha damma kasra: non-spacing marks, stripped by search
 
 LATIN_ONSETS = (
-    "b c d f g h j k l m n p r s t v w z br cr dr fr gr kr pr tr st sk sl sh ch th ph qu bl cl "
-    "fl gl pl sp sw tw y x"
-).split() + [""] * 4
-LATIN_VOWELS = "a e i o u a e i o a y ai ei ou ia io ea ee oo".split()
-LATIN_CODAS = ["", "", "", "", "n", "r", "l", "s", "m", "x", "th", "nd", "rk", "nt", "ck", "ll", "ss"]
+    _word_list(
+        """
+    b c d f g h j k l m n p r s t v w z br cr dr fr gr kr pr tr st sk sl sh ch th ph qu bl cl fl
+    gl pl sp sw tw y x
+    """
+    )
+    + [""] * 4
+)
+LATIN_VOWELS = _word_list(
+    """
+    a e i o u a e i o a y ai ei ou ia io ea ee oo
+    """
+)
+LATIN_CODAS = [
+    "",
+    "",
+    "",
+    "",
+    "n",
+    "r",
+    "l",
+    "s",
+    "m",
+    "x",
+    "th",
+    "nd",
+    "rk",
+    "nt",
+    "ck",
+    "ll",
+    "ss",
+]
 ACCENTS = {
     "a": "áàâäãå",
     "e": "éèêë",
@@ -322,7 +381,9 @@ class NameVocabulary:
     template_words: list[list[list[int]]]  # per template: word ids of the literal text per gap
     base_powers: npt.NDArray[np.uint64]  # _HASH_BASE ** k for k < 64
 
-    def pick(self, pool: str, uniforms: npt.NDArray[np.float64], skew: float) -> npt.NDArray[np.int32]:
+    def pick(
+        self, pool: str, uniforms: npt.NDArray[np.float64], skew: float
+    ) -> npt.NDArray[np.int32]:
         """Part ids from ``pool`` for uniforms in [0, 1): ``start + floor(size * u ** skew)``."""
         start, size = self.pools[pool]
         offs = np.minimum((size * uniforms**skew).astype(np.int64), size - 1)
@@ -333,7 +394,10 @@ class NameVocabulary:
         return tpl.render([self.parts[p] for p in part_ids[: tpl.slots]])
 
     def name_words(
-        self, templates: npt.NDArray[np.uint8], parts: npt.NDArray[np.int32], items: npt.NDArray[np.int64]
+        self,
+        templates: npt.NDArray[np.uint8],
+        parts: npt.NDArray[np.int32],
+        items: npt.NDArray[np.int64],
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
         """All (word id, item) pairs of a table of names (vectorised; duplicates possible)."""
         word_chunks: list[npt.NDArray[np.int32]] = []
@@ -348,7 +412,9 @@ class NameVocabulary:
             if total == 0:
                 continue
             ends = np.cumsum(lengths)
-            offsets = np.repeat(starts - (ends - lengths), lengths) + np.arange(total, dtype=np.int64)
+            offsets = np.repeat(starts - (ends - lengths), lengths) + np.arange(
+                total, dtype=np.int64
+            )
             word_chunks.append(self.part_word_ids[offsets])
             item_chunks.append(np.repeat(items[used], lengths))
         for t, gaps in enumerate(self.template_words):
@@ -364,7 +430,9 @@ class NameVocabulary:
             return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
         return np.concatenate(word_chunks), np.concatenate(item_chunks)
 
-    def name_keys(self, templates: npt.NDArray[np.uint8], parts: npt.NDArray[np.int32]) -> npt.NDArray[np.uint64]:
+    def name_keys(
+        self, templates: npt.NDArray[np.uint8], parts: npt.NDArray[np.int32]
+    ) -> npt.NDArray[np.uint64]:
         """Hash of each name's normalised word sequence: equal keys = identical normalised names."""
         keys = np.zeros(len(templates), dtype=np.uint64)
         base = U64(_HASH_BASE)
@@ -379,7 +447,10 @@ class NameVocabulary:
                         h = h * base + U64(splitmix64(w + 1))
                     if gap_index < TEMPLATES[t].slots:
                         p = parts[sel, gap_index]
-                        h = h * self.base_powers[np.minimum(self.part_nwords[p], 63)] + self.part_hash[p]
+                        h = (
+                            h * self.base_powers[np.minimum(self.part_nwords[p], 63)]
+                            + self.part_hash[p]
+                        )
                 keys[sel] = h
         return keys
 
@@ -410,7 +481,9 @@ def _syllable_words(
         elif n == 2:
             words = [full[x] + full[z] for x, z in zip(a, c, strict=True)]
         else:
-            words = [full[x] + heads[y] * (n - 2) + full[z] for x, y, z in zip(a, b, c, strict=True)]
+            words = [
+                full[x] + heads[y] * (n - 2) + full[z] for x, y, z in zip(a, b, c, strict=True)
+            ]
         for k, w in zip(sel.tolist(), words, strict=True):
             out[k] = w
     return out
@@ -481,7 +554,9 @@ def _script_words(rng: np.random.Generator, pool: str, count: int) -> list[str]:
         vowel = rng.integers(0, 21, size=(count, 4)).tolist()
         tail = rng.choice(np.array([0, 0, 0, 4, 8, 16, 21]), size=(count, 4)).tolist()
         return [
-            "".join(chr(0xAC00 + (lead[k][s] * 21 + vowel[k][s]) * 28 + tail[k][s]) for s in range(n))
+            "".join(
+                chr(0xAC00 + (lead[k][s] * 21 + vowel[k][s]) * 28 + tail[k][s]) for s in range(n)
+            )
             for k, n in enumerate(lengths)
         ]
     if pool == "cyrillic":
@@ -513,11 +588,25 @@ def build_vocabulary(rng: np.random.Generator, n_artists: int) -> NameVocabulary
     synth_count = max(6000, int(0.4 * scale))
     synth = _syllable_words(rng, synth_count, LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 3)
     pools_raw["synth"] = list(dict.fromkeys(w.capitalize() for w in synth if len(w) >= 2))
-    accent_base = _syllable_words(rng, max(800, scale // 15), LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 3)
-    pools_raw["accented"] = list(dict.fromkeys(_accent(rng, [w.capitalize() for w in accent_base if w])))
-    styled_base = _syllable_words(rng, max(400, scale // 60), LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 2)
-    pools_raw["styled"] = list(dict.fromkeys(_styled(rng, [w.capitalize() for w in styled_base if w])))
-    for pool, share in (("han", 40), ("kana", 40), ("hangul", 40), ("cyrillic", 25), ("arabic", 40)):
+    accent_base = _syllable_words(
+        rng, max(800, scale // 15), LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 3
+    )
+    pools_raw["accented"] = list(
+        dict.fromkeys(_accent(rng, [w.capitalize() for w in accent_base if w]))
+    )
+    styled_base = _syllable_words(
+        rng, max(400, scale // 60), LATIN_ONSETS, LATIN_VOWELS, LATIN_CODAS, 2
+    )
+    pools_raw["styled"] = list(
+        dict.fromkeys(_styled(rng, [w.capitalize() for w in styled_base if w]))
+    )
+    for pool, share in (
+        ("han", 40),
+        ("kana", 40),
+        ("hangul", 40),
+        ("cyrillic", 25),
+        ("arabic", 40),
+    ):
         pools_raw[pool] = list(dict.fromkeys(_script_words(rng, pool, max(300, scale // share))))
 
     parts: list[str] = []
@@ -556,7 +645,9 @@ def build_vocabulary(rng: np.random.Generator, n_artists: int) -> NameVocabulary
     part_of = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
     after = indptr[part_of + 1] - 1 - np.arange(len(flat), dtype=np.int64)
     with np.errstate(over="ignore"):
-        contrib = splitmix64_np(flat.astype(np.uint64) + U64(1)) * base_powers[np.minimum(after, 63)]
+        contrib = (
+            splitmix64_np(flat.astype(np.uint64) + U64(1)) * base_powers[np.minimum(after, 63)]
+        )
     part_hash = np.zeros(len(parts), dtype=np.uint64)
     np.add.at(part_hash, part_of, contrib)
     template_words = [[[word_id[w] for w in gap] for gap in gaps] for gaps in template_gap_tokens]
@@ -605,10 +696,16 @@ def generate_names(
     return templates, parts
 
 
-def pick_from_mix(rng: np.random.Generator, vocab: NameVocabulary, slot_mix: SlotMix, count: int) -> npt.NDArray[np.int32]:
+def pick_from_mix(
+    rng: np.random.Generator, vocab: NameVocabulary, slot_mix: SlotMix, count: int
+) -> npt.NDArray[np.int32]:
     out = np.empty(count, dtype=np.int32)
     weights = np.asarray([w for _, w, _ in slot_mix], dtype=np.float64)
-    which = rng.choice(len(slot_mix), size=count, p=weights / weights.sum()) if len(slot_mix) > 1 else np.zeros(count, dtype=np.int64)
+    which = (
+        rng.choice(len(slot_mix), size=count, p=weights / weights.sum())
+        if len(slot_mix) > 1
+        else np.zeros(count, dtype=np.int64)
+    )
     uniforms = rng.random(count)
     for k, (pool, _, skew) in enumerate(slot_mix):
         sel = which == k

@@ -56,7 +56,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -158,14 +158,21 @@ KNOWN_TAGS = frozenset({"new", "hipster"})
 def canonical_words(words: Iterable[str]) -> tuple[str, ...]:
     """Sorted unique words, dropping any word that is a prefix of another (it is implied)."""
     unique = sorted(set(words))
-    kept = [w for i, w in enumerate(unique) if not (i + 1 < len(unique) and unique[i + 1].startswith(w))]
+    kept = [
+        w for i, w in enumerate(unique) if not (i + 1 < len(unique) and unique[i + 1].startswith(w))
+    ]
     return tuple(kept)
 
 
 def parse_query(q: str) -> ParsedQuery:
     """Split ``q`` into free words and filters; raise :class:`SearchQueryError` if unusable."""
     words: list[str] = []
-    filters: dict[str, list[tuple[str, ...]]] = {"artist": [], "genre": [], "album": [], "track": []}
+    filters: dict[str, list[tuple[str, ...]]] = {
+        "artist": [],
+        "genre": [],
+        "album": [],
+        "track": [],
+    }
     years: list[tuple[int, int]] = []
     tags: set[str] = set()
     for m in _QUERY_TOKEN_RE.finditer(q):
@@ -250,7 +257,13 @@ class Postings:
     values: Ranks
 
     @classmethod
-    def build(cls, word_ids: npt.NDArray[np.integer], ranks: npt.NDArray[np.integer], n_words: int, n_items: int) -> Postings:
+    def build(
+        cls,
+        word_ids: npt.NDArray[np.integer],
+        ranks: npt.NDArray[np.integer],
+        n_words: int,
+        n_items: int,
+    ) -> Postings:
         """From parallel arrays of (word id, item rank) pairs, duplicates allowed."""
         if len(word_ids) == 0:
             return cls(n_items, np.zeros(n_words + 1, dtype=np.int64), EMPTY_RANKS)
@@ -306,22 +319,25 @@ def sorted_unique(values: ArrayT) -> ArrayT:
     keep = np.empty(len(ordered), dtype=bool)
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    result: ArrayT = ordered[keep]
-    return result
+    return cast(ArrayT, ordered[keep])
 
 
 def intersect_sorted(a: Ranks, b: Ranks) -> Ranks:
-    """Intersection of two sorted unique rank arrays (binary search of the smaller in the larger)."""
+    """Intersection of two sorted unique rank arrays (binary search of the smaller in the
+    larger)."""
     if len(a) > len(b):
         a, b = b, a
     if len(a) == 0:
         return EMPTY_RANKS
     pos = np.searchsorted(b, a)
     pos[pos == len(b)] = 0
-    return a[b[pos] == a]
+    found: Ranks = a[b[pos] == a]
+    return found
 
 
-def gather_rows(indptr: IntArray, values: npt.NDArray[np.int32], rows: npt.NDArray[np.integer]) -> npt.NDArray[np.int32]:
+def gather_rows(
+    indptr: IntArray, values: npt.NDArray[np.int32], rows: npt.NDArray[np.integer]
+) -> npt.NDArray[np.int32]:
     """Concatenation of CSR rows ``rows`` (vectorised, no Python loop)."""
     if len(rows) == 0:
         return np.zeros(0, dtype=np.int32)
