@@ -47,9 +47,9 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 import httpx
@@ -62,7 +62,7 @@ from starlette.types import Receive, Scope, Send
 
 from spotify_ingest.clock import Clock, MonotonicClock
 
-from .catalog import SearchQueryError
+from .catalog import Catalog, SearchQueryError
 from .faults import SERVER_ERROR_MESSAGES, Fault, FaultInjector, LatencyModel
 from .profiles import DEFAULT_PROFILE, ENDPOINTS, Endpoint, Profile, get_profile
 from .ratelimit import (
@@ -72,9 +72,6 @@ from .ratelimit import (
     ScheduleStep,
     parse_limit_schedule,
 )
-
-if TYPE_CHECKING:
-    from .catalog import Catalog
 
 __all__ = [
     "DEMO_CLIENT_ID",
@@ -114,10 +111,21 @@ except ImportError:  # pragma: no cover - depends on the environment
 class SimConfig:
     """Every knob of the simulator (and of ``spotify-ingest sim serve``).
 
-    Durations are simulator seconds (see ``time_scale``). ``limit=None`` draws the hidden limit
-    from ``seed`` in [100, 300]. ``limit_schedule`` is a SPEC string (``"120:half,240:double"``,
-    ``"60:50,120:200"``; syntax in ``sim.ratelimit.parse_limit_schedule``) or ``(t, L)`` pairs.
-    ``rate_limit=False`` turns every limit off (benchmarks of the server itself).
+    * Catalog: ``artists``, ``seed`` (the seed also drives the hidden limit, tokens, faults and
+      latency), ``profile`` (``extended``, ``dev-2024``, ``dev-2026``: ``sim/profiles.py``).
+    * Hidden limit (``sim/ratelimit.py``): ``limit`` per ``window`` seconds per client id
+      (``None``: drawn from the seed in [100, 300]); ``algorithm`` ``sliding`` / ``fixed`` /
+      ``token``; ``rate_limit=False`` turns every limit off (benchmarks of the server itself);
+      ``limit_schedule``: a SPEC string (``"120:half,240:double"``, ``"60:50,120:200"``; syntax
+      in ``parse_limit_schedule``) or ``(t, L)`` pairs; ``penalty_cap`` and
+      ``escalation_grace`` shape the doubling penalty; ``quota`` accepted requests per
+      ``quota_period``; ``endpoint_limits`` extra buckets by endpoint key (``{"search": 50}``).
+    * Realism: ``latency_ms`` (mean), ``fail_rate`` (500/502/503), ``reset_rate`` (connection
+      reset), ``truncate_rate`` (cut JSON body), ``token_ttl``.
+    * Credentials: ``client_id`` / ``client_secret`` (public demo pair by default) and
+      ``extra_clients`` (more pairs, each with its own buckets).
+    * ``time_scale``: simulator seconds per real second. Every duration above is in simulator
+      seconds (see the module docstring), so ``time_scale=30`` runs a 30-minute crawl in a minute.
     """
 
     artists: int = 20000
@@ -1307,8 +1315,6 @@ def create_app(
     if clock is None:
         clock = ScaledClock(config.time_scale) if config.time_scale != 1.0 else MonotonicClock()
     if catalog is None:
-        from .catalog import Catalog
-
         catalog = Catalog(config.artists, config.seed)
     state = SimState(config, clock, catalog)
     handlers = _Api(state).handlers()
@@ -1329,8 +1335,3 @@ def create_app(
     app.sim = state
     app.state.sim = state
     return app
-
-
-def iter_endpoint_templates() -> Iterable[str]:
-    """The ``/v1`` route templates the simulator serves (stats keys)."""
-    return ("/v1" + e.route for e in ENDPOINTS)
