@@ -48,13 +48,15 @@ Neither the access token nor the client secret ever appears in an exception, a l
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import math
 import random
+import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, TypeVar
@@ -103,6 +105,23 @@ __all__ = [
 ]
 
 logger = logging.getLogger("spotify_ingest.client")
+
+
+def _make_missing_sniffio_fail_fast() -> None:
+    """Record in ``sys.modules`` that sniffio is not installed, if it is not.
+
+    httpcore runs ``import sniffio`` inside ``current_async_library()``, several times per
+    request. When sniffio is not installed (anyio no longer requires it), every one of those
+    imports searches ``sys.path`` again before failing: ~0.1 ms each, the largest client-side CPU
+    cost per request that ``bench/client_overhead.py`` found. A ``None`` entry makes the import
+    fail at once with the same ImportError, so httpcore takes the same path (asyncio), faster.
+    Nothing changes when sniffio is installed.
+    """
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
+_make_missing_sniffio_fail_fast()
 
 T = TypeVar("T")
 
@@ -259,6 +278,69 @@ class _Truncated(Exception):
     """A 2xx body that ended early: treated like a transport failure (retried)."""
 
 
+class _ShardedPoolTransport(httpx.AsyncBaseTransport):
+    """Several small httpcore connection pools instead of one big one.
+
+    httpcore's pool re-examines every connection for every queued request on each state change
+    (``_assign_requests_to_connections``: each idle check polls the socket), so its CPU cost per
+    request grows with the number of concurrent requests: at 16 in flight it roughly doubled the
+    client's CPU per request in ``bench/client_overhead.py``. Here each request goes to the shard
+    with the fewest requests in flight; each shard holds at most ``per_shard`` connections, so
+    every pool stays small. TLS verification is httpx's default (on) in every shard.
+    """
+
+    def __init__(self, max_connections: int, *, per_shard: int = 4) -> None:
+        n_shards = max(1, -(-max_connections // per_shard))
+        limits = httpx.Limits(
+            max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=30.0
+        )
+        self._shards = [
+            httpx.AsyncHTTPTransport(limits=limits, http1=True, http2=False)
+            for _ in range(n_shards)
+        ]
+        self._in_flight = [0] * n_shards  # requests per shard whose body is not closed yet
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        in_flight = self._in_flight
+        shard = in_flight.index(min(in_flight))
+        in_flight[shard] += 1
+        try:
+            response = await self._shards[shard].handle_async_request(request)
+        except BaseException:
+            in_flight[shard] -= 1
+            raise
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CountedStream(response.stream, in_flight, shard),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
+
+
+class _CountedStream(httpx.AsyncByteStream):
+    """A response body that gives its shard's in-flight slot back when closed."""
+
+    def __init__(self, stream: Any, in_flight: list[int], shard: int) -> None:
+        self._stream = stream
+        self._in_flight = in_flight
+        self._shard = shard
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._in_flight[self._shard] -= 1
+            await self._stream.aclose()
+
+
 class _BarePause:
     """The bare client's stand-in for a rate controller: no pacing, but never a burst into a 429.
 
@@ -392,13 +474,8 @@ class SpotifyClient:
         self._backoff_cap = 16.0 * backoff_base
         self._budget = retry_budget or RetryBudget()
         self._http = httpx.AsyncClient(
-            transport=transport,
+            transport=transport or _ShardedPoolTransport(max_connections),
             timeout=timeout or settings.timeout(),
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
             http1=True,
             http2=False,
             follow_redirects=False,
