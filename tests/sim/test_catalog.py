@@ -523,3 +523,20 @@ def test_construction_errors() -> None:
     tiny = Catalog(1, 3)
     assert tiny.n_artists == 1 and tiny.related_artists(0) == []
     assert tiny.search("a", ["artist"], 0, 10)["artist"][0] in (0, 1)
+
+
+def test_name_keys_are_hashes_of_normalised_words(small: Catalog) -> None:
+    """The vectorised per-part hashes equal the reference hash of the part's word ids, so equal
+    name keys mean equal normalised names (used to cap identical names)."""
+    from spotify_ingest.sim.names import hash_tokens
+
+    vocab = small._vocab
+    for part in sample(len(vocab.parts), 300):
+        ids = [vocab.words.id_of(w) for w in tokenize(vocab.parts[part])]
+        assert None not in ids
+        assert int(vocab.part_hash[part]) == hash_tokens([i for i in ids if i is not None])
+    by_key: dict[int, set[str]] = {}
+    keys = vocab.name_keys(small._name_tpl, small._name_parts)
+    for i in range(small.n_artists):
+        by_key.setdefault(int(keys[i]), set()).add(" ".join(tokenize(small.artist_name(i))))
+    assert all(len(names) == 1 for names in by_key.values())

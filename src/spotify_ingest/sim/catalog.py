@@ -36,8 +36,10 @@ How the catalog is generated
   the app (``app-owner``); 50-100 tracks each, drawn with a skew from the most popular tracks
   (category playlists from tracks whose lead artist is in the category's genre families).
 * **Ids** are 22 base62 characters encoding a 128-bit number ``tag << 64 | y`` where ``y`` is a
-  keyed 4-round Feistel permutation of the index (keys from seed and kind) and ``tag`` a keyed hash
-  of ``y``: reversible without a dict, seed-dependent, and a foreign id fails the tag check.
+  keyed bijection of the 64-bit index (xor, odd multiply, xorshift, odd multiply, xorshift; keys
+  from seed and kind) and ``tag`` a keyed SplitMix64 hash of ``y``: reversible without a dict
+  (modular inverses undo the multiplies), seed-dependent, and a foreign id fails the tag check
+  (odds 2**-64).
 * **Per-object details** (durations, ISRCs, UPCs, labels, markets, image hashes, explicit flags)
   are hashes of (seed, kind, index), computed when the object is rendered.
 
@@ -54,7 +56,7 @@ import math
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -102,6 +104,7 @@ SPOTIFY_OWNER = "spotify"
 _KIND_CODES = {"artist": 0, "album": 1, "track": 2, "playlist": 3}
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE62_INDEX = {c: i for i, c in enumerate(_BASE62)}
+_BASE62_PAIRS = tuple(a + b for a in _BASE62 for b in _BASE62)
 _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
 _SCRIPTS = ("latin", "han", "kana", "hangul", "cyrillic", "arabic")
@@ -212,6 +215,18 @@ _CATEGORY_PLAYLIST_PATTERNS = (
 _OWNED_NAMES = ("Crawl Seeds", "My Test Playlist", "Road Trip", "Favourites", "Discover Later")
 
 
+class _IdKeys(NamedTuple):
+    """Keys of one id kind: ``y = mix(index)`` (xor, odd multiply, xorshift, odd multiply,
+    xorshift: a bijection of 64-bit integers) and the tag hash key."""
+
+    xor_key: int
+    mul1: int
+    mul2: int
+    inv1: int
+    inv2: int
+    tag_key: int
+
+
 def _u64(x: int) -> np.uint64:
     return np.uint64(x & _M64)
 
@@ -266,10 +281,19 @@ class Catalog:
     def _rng(self, stream: str) -> np.random.Generator:
         return np.random.Generator(np.random.PCG64(_stream_seed(self.seed, stream)))
 
-    def _derive_keys(self, kind_code: int) -> tuple[tuple[int, ...], int]:
+    def _derive_keys(self, kind_code: int) -> _IdKeys:
         base = nm.splitmix64((self.seed & _M64) ^ (0xA5A5_0000 + kind_code))
-        rounds = tuple(nm.splitmix64(base + r + 1) for r in range(4))
-        return rounds, nm.splitmix64(base ^ 0x5DEECE66D)
+        xor_key = nm.splitmix64(base + 1)
+        mul1 = nm.splitmix64(base + 2) | 1  # odd: invertible modulo 2**64
+        mul2 = nm.splitmix64(base + 3) | 1
+        return _IdKeys(
+            xor_key,
+            mul1,
+            mul2,
+            pow(mul1, -1, 1 << 64),
+            pow(mul2, -1, 1 << 64),
+            nm.splitmix64(base ^ 0x5DEECE66D),
+        )
 
     def _build_artists(self) -> None:
         n = self.n_artists
@@ -609,6 +633,9 @@ class Catalog:
         self._co_artist: I32 = (
             np.concatenate(co_artist) if co_artist else np.zeros(0, np.int64)
         ).astype(np.int32)
+        self._co_artists: dict[int, list[int]] = {}
+        for album, artist in zip(self._co_album.tolist(), self._co_artist.tolist(), strict=True):
+            self._co_artists.setdefault(album, []).append(artist)
 
     def _build_discographies(self) -> None:
         """CSR artist -> (album, group) in Spotify order, and the appears_on relation."""
@@ -849,32 +876,33 @@ class Catalog:
         sid = cache.get(index)
         if sid is not None:
             return sid
-        rounds, tag_key = self._id_keys[kind]
-        left, right = (index >> 32) & _M32, index & _M32
-        for key in rounds:
-            left, right = right, left ^ (nm.splitmix64(right ^ key) & _M32)
-        y = (left << 32) | right
-        number = (nm.splitmix64(y ^ tag_key) << 64) | y
-        chars = []
-        for _ in range(22):
-            number, digit = divmod(number, 62)
-            chars.append(_BASE62[digit])
-        sid = "".join(reversed(chars))
-        if len(cache) >= 262_144:
+        keys = self._id_keys[kind]
+        y = ((index ^ keys.xor_key) * keys.mul1) & _M64
+        y ^= y >> 32
+        y = (y * keys.mul2) & _M64
+        y ^= y >> 29
+        number = (nm.splitmix64(y ^ keys.tag_key) << 64) | y
+        pairs = []
+        for _ in range(11):  # two base62 digits per step
+            number, two = divmod(number, 3844)
+            pairs.append(_BASE62_PAIRS[two])
+        pairs.reverse()
+        sid = "".join(pairs)
+        if len(cache) >= 100_000:
             cache.clear()
         cache[index] = sid
         return sid
 
     def _encode_ids(self, kind: str, indices: I64) -> list[str]:
         """Vectorised :meth:`_encode_id` (same result), for bulk id listings."""
-        rounds, tag_key = self._id_keys[kind]
+        keys = self._id_keys[kind]
         m32 = np.uint64(_M32)
-        x = indices.astype(np.uint64)
-        left, right = x >> np.uint64(32), x & m32
-        for key in rounds:
-            left, right = right, left ^ (nm.splitmix64_np(right ^ _u64(key)) & m32)
-        y = (left << np.uint64(32)) | right
-        tag = nm.splitmix64_np(y ^ _u64(tag_key))
+        with np.errstate(over="ignore"):
+            y = (indices.astype(np.uint64) ^ _u64(keys.xor_key)) * _u64(keys.mul1)
+            y ^= y >> np.uint64(32)
+            y = y * _u64(keys.mul2)
+            y ^= y >> np.uint64(29)
+        tag = nm.splitmix64_np(y ^ _u64(keys.tag_key))
         limbs = [tag >> np.uint64(32), tag & m32, y >> np.uint64(32), y & m32]
         digits = np.empty((len(indices), 22), dtype=np.uint8)
         base = np.uint64(62)
@@ -901,13 +929,13 @@ class Catalog:
         if number >> 128:
             return None
         y = number & _M64
-        rounds, tag_key = self._id_keys[kind]
-        if nm.splitmix64(y ^ tag_key) != number >> 64:
+        keys = self._id_keys[kind]
+        if nm.splitmix64(y ^ keys.tag_key) != number >> 64:
             return None
-        left, right = y >> 32, y & _M32
-        for key in reversed(rounds):
-            left, right = right ^ (nm.splitmix64(left ^ key) & _M32), left
-        index = (left << 32) | right
+        y ^= (y >> 29) ^ (y >> 58)
+        y = (y * keys.inv2) & _M64
+        y ^= y >> 32
+        index = ((y * keys.inv1) & _M64) ^ keys.xor_key
         return index if index < limit else None
 
     def artist_id(self, i: int) -> str:
@@ -980,8 +1008,9 @@ class Catalog:
     def album_artists(self, j: int) -> list[int]:
         """Album artists: the main artist first, then co-artists (multi-artist compilations)."""
         j = self._check(j, self.n_albums)
-        lo, hi = np.searchsorted(self._co_album, [j, j + 1])
-        return [int(self._album_artist[j]), *self._co_artist[lo:hi].tolist()]
+        main = int(self._album_artist[j])
+        co = self._co_artists.get(j)
+        return [main, *co] if co else [main]
 
     def album_release(self, j: int) -> dt.date:
         return EPOCH + dt.timedelta(days=int(self._album_day[self._check(j, self.n_albums)]))
@@ -995,13 +1024,18 @@ class Catalog:
 
     def track_album(self, k: int) -> int:
         k = self._check(k, self.n_tracks)
-        return int(np.searchsorted(self._track_start, k, side="right")) - 1
+        return int(self._track_start.searchsorted(k, side="right")) - 1
 
     def track_artists(self, k: int) -> list[int]:
         """Track artists: the lead artist first, then featured artists."""
         k = self._check(k, self.n_tracks)
-        lo, hi = np.searchsorted(self._feat_track, [k, k + 1])
-        return [int(self._track_lead[k]), *self._feat_artist[lo:hi].tolist()]
+        artists = [int(self._track_lead[k])]
+        feat_track, n_feat = self._feat_track, len(self._feat_track)
+        pos = int(feat_track.searchsorted(k))
+        while pos < n_feat and feat_track[pos] == k:
+            artists.append(int(self._feat_artist[pos]))
+            pos += 1
+        return artists
 
     def track_popularity(self, k: int) -> int:
         return int(self._track_pop[self._check(k, self.n_tracks)])
