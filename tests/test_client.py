@@ -33,6 +33,7 @@ from spotify_ingest.errors import (
     MustWaitError,
     NotFoundError,
     ServerError,
+    UsageError,
 )
 from spotify_ingest.models import Album, Artist, Page, SearchResult
 from spotify_ingest.sim.app import ScaledClock, SimConfig, create_app
@@ -503,3 +504,12 @@ async def test_quota_with_rate_controller_pauses_it_and_raises_must_wait() -> No
     assert info.value.reason == "QUOTA_EXCEEDED" and info.value.wait_seconds > 500
     assert rc.paused_until > time.monotonic() + 500
     assert rc.in_flight == 0
+
+
+def test_plain_http_to_a_remote_host_is_refused() -> None:
+    creds = Credentials(client_id="abcdef", client_secret="x")  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        SpotifyClient(creds, api_base="http://api.spotify.com/v1")
+    with pytest.raises(UsageError):
+        SpotifyClient(creds, token_url="http://accounts.spotify.com/api/token")
+    SpotifyClient(creds, api_base="http://127.0.0.1:8000/v1")  # a local simulator is fine

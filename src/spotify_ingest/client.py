@@ -55,6 +55,7 @@ import math
 import random
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -473,8 +474,16 @@ class SpotifyClient:
         self._backoff_base = backoff_base
         self._backoff_cap = 16.0 * backoff_base
         self._budget = retry_budget or RetryBudget()
+        if transport is None and not _proxies_from_environment():
+            # (with HTTP(S)_PROXY set, httpx's own transport applies the proxies)
+            transport = _ShardedPoolTransport(max_connections)
         self._http = httpx.AsyncClient(
-            transport=transport or _ShardedPoolTransport(max_connections),
+            transport=transport,
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
             timeout=timeout or settings.timeout(),
             http1=True,
             http2=False,
@@ -973,6 +982,11 @@ class SpotifyClient:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _proxies_from_environment() -> bool:
+    """True if HTTP_PROXY / HTTPS_PROXY / ALL_PROXY (any case) is set."""
+    return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
 
 
 def _non_negative(name: str, value: int) -> str:
