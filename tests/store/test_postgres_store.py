@@ -412,3 +412,63 @@ def test_task_params_round_trip(open_pg: Callable[..., PostgresStore]) -> None:
     s.add_tasks([TaskSpec("search", params, priority=1.5)])
     (task,) = s.claim("search", 1)
     assert isinstance(task, Task) and task.params == params and task.priority == 1.5
+
+
+@pytest.mark.parametrize("copy_from", [1, 10**9], ids=["copy", "json"])
+def test_both_write_paths_apply_the_merge_rules(
+    monkeypatch: pytest.MonkeyPatch,
+    pg_schema: PgSchema,
+    open_pg: Callable[..., PostgresStore],
+    copy_from: int,
+) -> None:
+    """Big batches go through COPY + a temporary table, small ones through one JSON document."""
+    from spotify_ingest.store import postgres
+
+    monkeypatch.setattr(postgres, "_COPY_FROM", copy_from)
+    s = open_pg(worker_id="w")
+    s.add_tasks([TaskSpec("k", {"n": n}) for n in range(5)])
+    t1, t2, t3, t4, t5 = s.claim("k", 5)
+    r = s.complete(t1, TaskOutcome(artists=[simple(1), simple(2), full(3, "Full")]))
+    assert (r.new_full, r.new_simplified, r.upgraded) == (1, 2, 0)
+    r = s.complete(
+        t2,
+        TaskOutcome(
+            artists=[full(1, "Up"), simple(3, "Down"), simple(4), simple(2, "Again")],
+            spawn=[TaskSpec("k", {"n": 9})],
+            meta={"m": [1]},
+        ),
+    )
+    assert (r.new_full, r.new_simplified, r.upgraded, r.spawned) == (0, 1, 1, 1)
+    rows = {a["id"]: a for a in s.iter_artists()}
+    assert {i: (a["name"], a["detail"]) for i, a in rows.items()} == {
+        "a1": ("Up", "full"),
+        "a2": ("Artist 2", "simplified"),
+        "a3": ("Full", "full"),
+        "a4": ("Artist 4", "simplified"),
+    }
+    assert rows["a1"]["genres"] == ["pop"] and rows["a2"]["genres"] is None
+    # a lost lease rolls back the COPYed batch too, and the session can go on writing
+    expire(pg_schema, f"id = {t3.id}")
+    assert s.recover_leases() == 1
+    with pytest.raises(StoreError, match="not leased"):
+        s.complete(t3, TaskOutcome(artists=[full(7), simple(8)], meta={"m": [2]}))
+    assert s.get_meta("m") == [1] and s.artist_counts().total == 4
+    r = s.complete(t4, TaskOutcome(artists=[full(7), simple(8)]))
+    assert (r.new_full, r.new_simplified) == (1, 1)
+    assert s.complete(t5, TaskOutcome(artists=[simple(8), simple(9)])).new_simplified == 1
+    assert s.artist_counts().total == 7
+
+
+def test_a_first_big_batch_refused_does_not_break_the_next(
+    monkeypatch: pytest.MonkeyPatch, pg_schema: PgSchema, open_pg: Callable[..., PostgresStore]
+) -> None:
+    from spotify_ingest.store import postgres
+
+    monkeypatch.setattr(postgres, "_COPY_FROM", 2)
+    s = open_pg(worker_id="w")
+    s.add_tasks([TaskSpec("k", {"n": n}) for n in range(2)])
+    lost, kept = s.claim("k", 2)
+    s.release([lost])
+    with pytest.raises(StoreError, match="not leased"):
+        s.complete(lost, TaskOutcome(artists=[simple(1), simple(2)]))
+    assert s.complete(kept, TaskOutcome(artists=[simple(1), simple(2)])).new_simplified == 2

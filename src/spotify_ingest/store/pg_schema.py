@@ -13,8 +13,9 @@ never touched.
 
 Version 1 holds the same logical tables as SQLite's version 1 (``meta``, ``artists``, ``tasks``,
 ``search_nodes``), with ``jsonb`` for JSON columns, ``COLLATE "C"`` on text keys (byte order, as
-SQLite sorts them), and two columns the multi-process lease needs: ``tasks.leased_by`` (the worker
-id holding the lease) and ``tasks.lease_until`` (when it expires, on the server's clock).
+SQLite sorts them), two columns the multi-process lease needs: ``tasks.leased_by`` (the worker
+id holding the lease) and ``tasks.lease_until`` (when it expires, on the server's clock), and the
+function ``spotify_ingest_lease_lost()``, which aborts a completion whose lease is gone.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from psycopg.rows import TupleRow
 
 from ..errors import SchemaTooNewError, StoreError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "VERSION_TABLE", "migrate", "read_version"]
+__all__ = [
+    "LEASE_LOST_SQLSTATE",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "VERSION_TABLE",
+    "migrate",
+    "read_version",
+]
 
 VERSION_TABLE = "spotify_ingest_schema"
+LEASE_LOST_SQLSTATE = "SI001"  # raised by spotify_ingest_lease_lost()
 
 _V1 = f"""
 CREATE TABLE {VERSION_TABLE} (
@@ -85,6 +94,16 @@ CREATE TABLE search_nodes (
     total  INTEGER NOT NULL,
     status TEXT NOT NULL
 );
+
+-- complete() calls this when the task's lease is no longer the worker's: the error rolls back
+-- the single statement that records the task
+CREATE FUNCTION spotify_ingest_lease_lost(task_id BIGINT, worker TEXT) RETURNS INTEGER
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'task % is not leased by worker %', task_id, worker
+        USING ERRCODE = '{LEASE_LOST_SQLSTATE}';
+END
+$$;
 
 INSERT INTO {VERSION_TABLE} (version) VALUES (0);
 """

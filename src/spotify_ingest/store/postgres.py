@@ -8,8 +8,8 @@ LOCKED`` (two workers claiming at once never wait for each other and never get t
 marks them leased: ``leased_by`` = this store's ``worker_id``, ``lease_until`` = the server's
 ``clock_timestamp() + lease_seconds``. Lease times are on the *server's* clock, so clock skew
 between crawler hosts does not matter. A lease is identified by the worker id together with the
-task's ``attempts`` count (it grows with every claim), so a worker cannot act on an older lease of
-its own either.
+task's ``attempts`` count (it grows with every claim not given back by :meth:`release`), so a
+worker cannot act on an older, expired lease of its own either.
 
 **Lease expiry.** A worker that dies leaves its tasks leased. Once ``lease_until`` has passed they
 are expired, and :meth:`PostgresStore.recover_leases` puts them back to pending; every
@@ -26,11 +26,15 @@ only if this worker still holds the lease (a lease that expired but was not yet 
 is still held). If the lease was lost — expired, recovered and perhaps claimed and finished by
 another worker — it raises :class:`~spotify_ingest.errors.StoreError` and rolls everything back, so
 a task is never recorded twice. Every write is an idempotent upsert, so redoing a task whose commit
-was lost stores nothing twice either. Artists are upserted by id in one statement per task (arrays
-through ``unnest``, rows in id order); a simplified artist never overwrites a full one
-(``WHERE excluded.detail >= artists.detail``), and the counts of new and upgraded artists are read
-from what the statement did, so two workers reporting the same artist count it once. A deadlock or
-serialisation failure between workers retries the whole transaction.
+was lost stores nothing twice either. The whole record is ONE SQL statement (data-modifying CTEs,
+inputs as JSON documents): a transaction by itself, in one round trip; a task with
+``_COPY_FROM`` artists or more first COPYs them into a temporary table, in an explicit
+transaction around both. Artists are upserted by id (``INSERT ... ON CONFLICT (id) DO UPDATE ...
+WHERE excluded.detail >= artists.detail``: a simplified artist never overwrites a full one), in id
+order, and the counts of new and upgraded artists are read from what the statement did, so two
+workers reporting the same artist count it once (an upgrade racing another worker's first insert of
+that artist may go uncounted; never counted twice). A deadlock or serialisation failure between
+workers retries the whole transaction.
 
 **Durability.** Like SQLite's ``synchronous=NORMAL``, the session runs with ``synchronous_commit =
 off`` unless ``synchronous_commit=True``: a crash of the *server* may lose the last fraction of a
@@ -79,7 +83,7 @@ from .base import (
     TaskSpec,
     TaskState,
 )
-from .pg_schema import migrate, read_version
+from .pg_schema import LEASE_LOST_SQLSTATE, migrate, read_version
 
 __all__ = ["PostgresStore", "describe_dsn"]
 
@@ -95,26 +99,26 @@ _ARTIST_COLUMNS = (
 )  # fmt: skip
 _IMAGE_KEYS = tuple(Image.model_fields)  # url, height, width: the order SQLite's rows keep
 
-# One statement writes every artist of a task. ``upgraded``: simplified rows a full object
-# replaces (the row lock makes the ``detail = 0`` test exact under concurrency). ``full_rows``: the
-# other full objects, inserted or refreshed (``xmax = 0`` tells an insert from an update).
-# ``simple_rows``: simplified objects only ever insert; a known artist is left as it is.
-_UPSERT_ARTISTS = """
-WITH input AS (
-    SELECT * FROM unnest(
-        %(id)s::text[], %(name)s::text[], %(detail)s::int2[], %(genres)s::text[],
-        %(popularity)s::int4[], %(followers)s::int8[], %(images)s::text[], %(uri)s::text[],
-        %(url)s::text[]
-    ) AS i(id, name, detail, genres, popularity, followers, images, uri, external_url)
-),
+# complete() is ONE statement: run in autocommit mode it is one transaction, in one round trip.
+# Its inputs arrive as JSON documents (one per table), unpacked by json_to_recordset; a big batch
+# of artists is COPYed into a temporary table first instead (then BEGIN, COPY, this, COMMIT).
+#   upgraded     simplified rows a full object replaces; the UPDATE's row lock makes the
+#                ``detail = 0`` test exact when workers race
+#   full_rows    the other full objects, inserted or refreshed (``xmax = 0``: it was an insert)
+#   simple_rows  simplified objects only ever insert: a known artist is left as it is
+#   spawned, nodes, meta_rows   the tasks spawned, search nodes and meta the task produced
+#   done         the task itself, only if this worker still holds the lease; if not,
+#                spotify_ingest_lease_lost() raises and the whole statement rolls back
+_COMPLETE_TEMPLATE = """
+WITH input AS ({input}),
 upgraded AS (
     UPDATE artists AS a SET
         name = i.name,
         detail = i.detail,
-        genres = i.genres::jsonb,
+        genres = i.genres,
         popularity = i.popularity,
         followers = i.followers,
-        images = i.images::jsonb,
+        images = i.images,
         uri = COALESCE(i.uri, a.uri),
         external_url = COALESCE(i.external_url, a.external_url),
         updated_at = %(now)s
@@ -125,10 +129,10 @@ upgraded AS (
 full_rows AS (
     INSERT INTO artists AS a (id, name, detail, genres, popularity, followers, images, uri,
                               external_url, found_by, first_seen, updated_at)
-    SELECT i.id, i.name, i.detail, i.genres::jsonb, i.popularity, i.followers, i.images::jsonb,
-           i.uri, i.external_url, %(found_by)s, %(now)s, %(now)s
+    SELECT i.id, i.name, i.detail, i.genres, i.popularity, i.followers, i.images, i.uri,
+           i.external_url, %(found_by)s, %(now)s, %(now)s
     FROM input AS i
-    WHERE i.detail = 1 AND NOT EXISTS (SELECT 1 FROM upgraded AS u WHERE u.id = i.id)
+    WHERE i.detail = 1 AND i.id NOT IN (SELECT u.id FROM upgraded AS u)
     ORDER BY i.id
     ON CONFLICT (id) DO UPDATE SET
         name = excluded.name,
@@ -151,31 +155,65 @@ simple_rows AS (
     ORDER BY i.id
     ON CONFLICT (id) DO NOTHING
     RETURNING 1
+),
+counts AS (
+    SELECT (SELECT count(*) FROM full_rows WHERE inserted) AS new_full,
+           (SELECT count(*) FROM simple_rows) AS new_simplified,
+           (SELECT count(*) FROM upgraded) AS upgraded
+),
+spawned AS (
+    INSERT INTO tasks (kind, key, params, priority, state, created_at)
+    SELECT s.kind, s.key, s.params, s.priority, 0, %(now)s
+    FROM ROWS FROM (json_to_recordset(%(spawn)s::json)
+                    AS (kind text, key text, params jsonb, priority float8))
+         WITH ORDINALITY AS s(kind, key, params, priority, n)
+    ORDER BY s.n
+    ON CONFLICT (key) DO NOTHING
+    RETURNING 1
+),
+nodes AS (
+    INSERT INTO search_nodes (query, parent, total, status)
+    SELECT * FROM json_to_recordset(%(nodes)s::json)
+        AS n(query text, parent text, total int4, status text)
+    ON CONFLICT (query) DO UPDATE SET total = excluded.total, status = excluded.status
+    RETURNING 1
+),
+meta_rows AS (
+    INSERT INTO meta (key, value) SELECT key, value FROM jsonb_each(%(meta)s::jsonb)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value
+    RETURNING 1
+),
+done AS (
+    UPDATE tasks SET state = 2, finished_at = %(now)s, requests = %(requests)s,
+        value = (SELECT 2 * new_full + new_simplified + upgraded FROM counts),
+        lease_until = NULL
+    WHERE id = %(task)s AND state = 1 AND leased_by = %(worker)s AND attempts = %(attempts)s
+    RETURNING id
 )
-SELECT (SELECT count(*) FROM full_rows WHERE inserted),
-       (SELECT count(*) FROM simple_rows),
-       (SELECT count(*) FROM upgraded)
+SELECT c.new_full, c.new_simplified, c.upgraded, (SELECT count(*) FROM spawned),
+       (SELECT count(*) FROM nodes) + (SELECT count(*) FROM meta_rows),
+       CASE WHEN EXISTS (SELECT 1 FROM done) THEN 0
+            ELSE spotify_ingest_lease_lost(%(task)s, %(worker)s) END
+FROM counts AS c
 """
+_ARTIST_FIELDS = """
+    id text, name text, detail int2, genres jsonb, popularity int4, followers int8, images jsonb,
+    uri text, external_url text"""
+_INCOMING = "pg_temp.spotify_ingest_incoming_artists"
+_COMPLETE = _COMPLETE_TEMPLATE.replace(
+    "{input}", f"SELECT * FROM json_to_recordset(%(artists)s::json) AS i({_ARTIST_FIELDS})"
+)
+_COMPLETE_COPIED = _COMPLETE_TEMPLATE.replace("{input}", f"SELECT * FROM {_INCOMING}")
+_COPY_FROM = 500  # artists in one task from which COPY beats one JSON document
 
 _INSERT_TASKS = """
 INSERT INTO tasks (kind, key, params, priority, state, created_at)
-SELECT s.kind, s.key, s.params::jsonb, s.priority, 0, %s
-FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[]) WITH ORDINALITY
-     AS s(kind, key, params, priority, n)
+SELECT s.kind, s.key, s.params, s.priority, 0, %(now)s
+FROM ROWS FROM (json_to_recordset(%(spawn)s::json)
+                AS (kind text, key text, params jsonb, priority float8))
+     WITH ORDINALITY AS s(kind, key, params, priority, n)
 ORDER BY s.n
 ON CONFLICT (key) DO NOTHING
-"""
-
-_UPSERT_META = """
-INSERT INTO meta (key, value)
-SELECT k, v::jsonb FROM unnest(%s::text[], %s::text[]) AS m(k, v)
-ON CONFLICT (key) DO UPDATE SET value = excluded.value
-"""
-
-_UPSERT_NODES = """
-INSERT INTO search_nodes (query, parent, total, status)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::int4[], %s::text[])
-ON CONFLICT (query) DO UPDATE SET total = excluded.total, status = excluded.status
 """
 
 # Expired leases back to pending; SKIP LOCKED: a row locked now is being completed or renewed.
@@ -254,6 +292,7 @@ class PostgresStore:
         # how often claim() first returns expired leases to pending (seconds; 0: every claim)
         self.recover_every = min(self.lease_seconds / 4, 1.0)
         self._last_recovery = 0.0
+        self._incoming_on: Conn | None = None  # the connection whose session has the temp table
         self._conn = self._connect()
         try:
             if not create and read_version(self._conn) == 0:
@@ -310,12 +349,17 @@ class PostgresStore:
             self._conn = self._connect()
         return self._conn
 
-    def _write(self, fn: Callable[[Conn], _T]) -> _T:
-        """Run ``fn`` in one transaction; redo it on a deadlock or serialisation failure."""
+    def _write(self, fn: Callable[[Conn], _T], *, transaction: bool = True) -> _T:
+        """Run ``fn`` in one transaction; redo it on a deadlock or serialisation failure.
+
+        ``transaction=False``: ``fn`` runs a single statement, a transaction by itself.
+        """
         with self._lock:
             for attempt in range(_RETRIES):
                 conn = self._live()
                 try:
+                    if not transaction:
+                        return fn(conn)
                     with conn.transaction():
                         return fn(conn)
                 except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
@@ -374,18 +418,10 @@ class PostgresStore:
 
     @staticmethod
     def _insert_tasks(conn: Conn, specs: Iterable[TaskSpec], now: float) -> int:
-        kinds: list[str] = []
-        keys: list[str] = []
-        params: list[str] = []
-        priorities: list[float] = []
-        for s in specs:
-            kinds.append(s.kind)
-            keys.append(s.key)
-            params.append(_json(s.params))
-            priorities.append(float(s.priority))
-        if not keys:
+        doc = _tasks_json(specs)
+        if doc == "[]":
             return 0
-        cur = conn.execute(_INSERT_TASKS, (now, kinds, keys, params, priorities))
+        cur = conn.execute(_INSERT_TASKS, {"now": now, "spawn": doc})
         return max(cur.rowcount, 0)
 
     def add_tasks(self, specs: Iterable[TaskSpec]) -> int:
@@ -437,7 +473,7 @@ class PostgresStore:
         def work(conn: Conn) -> set[int]:
             rows = conn.execute(
                 "UPDATE tasks AS t SET lease_until = " + self._lease_interval() + " "
-                "FROM unnest(%s::int8[], %s::int4[]) AS h(id, attempts) "
+                "FROM unnest(%b::int8[], %b::int4[]) AS h(id, attempts) "
                 "WHERE t.id = h.id AND t.attempts = h.attempts AND t.state = 1 "
                 "    AND t.leased_by = %s "
                 "RETURNING t.id",
@@ -469,60 +505,73 @@ class PostgresStore:
         return out
 
     def complete(self, task: Task, outcome: TaskOutcome) -> CompletionResult:
-        """Record a finished task in one transaction, if this worker still holds its lease."""
-        now = time.time()
+        """Record a finished task in one transaction, if this worker still holds its lease.
+
+        Raises :class:`StoreError` (and records nothing) when the lease is no longer this
+        worker's: it expired and was recovered (perhaps finished by another worker) or released.
+        """
         best: dict[str, Artist | SimplifiedArtist] = {}
         for artist in outcome.artists:
             held = best.get(artist.id)
             if held is None or (isinstance(artist, Artist) and not isinstance(held, Artist)):
                 best[artist.id] = artist
-        artists = _artist_arrays([best[i] for i in sorted(best)])
-        artists["found_by"] = task.kind
-        artists["now"] = now
-        spawn = list(outcome.spawn)
         nodes = {n.query: n for n in outcome.search_nodes}  # the last word on a query wins
-        meta = dict(outcome.meta)
+        ordered = [best[i] for i in sorted(best)]  # rows locked in id order: fewer deadlocks
+        copy = len(ordered) >= _COPY_FROM
+        params = {
+            "artists": "[]" if copy else _artists_json(ordered),
+            "spawn": _tasks_json(outcome.spawn),
+            "nodes": _json(
+                [
+                    {"query": n.query, "parent": n.parent, "total": n.total, "status": n.status}
+                    for n in nodes.values()
+                ]
+            ),
+            "meta": _json(dict(outcome.meta)),
+            "found_by": task.kind,
+            "now": time.time(),
+            "requests": outcome.requests,
+            "task": task.id,
+            "worker": self.worker_id,
+            "attempts": task.attempts,
+        }
 
         def work(conn: Conn) -> CompletionResult:
-            new_full = new_simplified = upgraded = 0
-            if best:
-                row = conn.execute(_UPSERT_ARTISTS, artists).fetchone()
-                assert row is not None
-                new_full, new_simplified, upgraded = (int(x) for x in row)
-            spawned = self._insert_tasks(conn, spawn, now)
-            if nodes:
-                conn.execute(
-                    _UPSERT_NODES,
-                    (
-                        [n.query for n in nodes.values()],
-                        [n.parent for n in nodes.values()],
-                        [n.total for n in nodes.values()],
-                        [n.status for n in nodes.values()],
-                    ),
-                )
-            if meta:
-                conn.execute(_UPSERT_META, (list(meta), [_json(v) for v in meta.values()]))
-            cur = conn.execute(
-                "UPDATE tasks SET state = 2, finished_at = %s, requests = %s, value = %s, "
-                "    lease_until = NULL "
-                "WHERE id = %s AND state = 1 AND leased_by = %s AND attempts = %s",
-                (
-                    now,
-                    outcome.requests,
-                    2 * new_full + new_simplified + upgraded,
-                    task.id,
-                    self.worker_id,
-                    task.attempts,
-                ),
-            )
-            if cur.rowcount != 1:
-                raise StoreError(
-                    f"task {task.id} is not leased by this worker ({self.worker_id}): its lease "
-                    "expired and was recovered, or it was released; nothing recorded"
-                )
+            creates_table = copy and self._incoming_on is not conn
+            try:
+                if copy:
+                    self._copy_artists(conn, ordered)
+                    row = conn.execute(_COMPLETE_COPIED, params).fetchone()
+                else:
+                    row = conn.execute(_COMPLETE, params).fetchone()
+            except BaseException as exc:
+                if creates_table:  # rolled back with the transaction that created it
+                    self._incoming_on = None
+                if not isinstance(exc, psycopg.Error):
+                    raise
+                if exc.sqlstate == LEASE_LOST_SQLSTATE:
+                    raise StoreError(
+                        f"task {task.id} is not leased by this worker ({self.worker_id}): its "
+                        "lease expired and was recovered, or it was released; nothing recorded"
+                    ) from None
+                raise
+            assert row is not None
+            new_full, new_simplified, upgraded, spawned = (int(x) for x in row[:4])
             return CompletionResult(new_full, new_simplified, upgraded, spawned)
 
-        return self._write(work)
+        return self._write(work, transaction=copy)
+
+    def _copy_artists(self, conn: Conn, artists: Sequence[Artist | SimplifiedArtist]) -> None:
+        """COPY ``artists`` into this session's incoming table (emptied at commit)."""
+        if self._incoming_on is not conn:
+            conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {_INCOMING.split('.')[1]} ({_ARTIST_FIELDS}) "
+                "ON COMMIT DELETE ROWS"
+            )
+            self._incoming_on = conn
+        with conn.cursor().copy(f"COPY {_INCOMING} FROM STDIN") as copy:
+            for a in artists:
+                copy.write_row(_artist_tuple(a))
 
     def simplified_among(self, ids: Sequence[str]) -> list[str]:
         """The ids of ``ids`` still known only in simplified form (hydration skips the rest)."""
@@ -531,7 +580,7 @@ class PostgresStore:
             return []
         rows = self._read(
             lambda c: c.execute(
-                "SELECT id FROM artists WHERE id = ANY(%s::text[]) AND detail = 0", (wanted,)
+                "SELECT id FROM artists WHERE id = ANY(%b::text[]) AND detail = 0", (wanted,)
             ).fetchall()
         )
         simplified = {r[0] for r in rows}
@@ -546,7 +595,7 @@ class PostgresStore:
             lambda c: c.execute(
                 "UPDATE tasks AS t SET state = 0, attempts = GREATEST(t.attempts - 1, 0), "
                 "    leased_by = NULL, lease_until = NULL "
-                "FROM unnest(%s::int8[], %s::int4[]) AS h(id, attempts) "
+                "FROM unnest(%b::int8[], %b::int4[]) AS h(id, attempts) "
                 "WHERE t.id = h.id AND t.attempts = h.attempts AND t.state = 1 "
                 "    AND t.leased_by = %s",
                 ([t.id for t in tasks], [t.attempts for t in tasks], self.worker_id),
@@ -691,29 +740,41 @@ def _image_dict(img: Any) -> Any:
     return ordered
 
 
-def _artist_arrays(artists: Sequence[Artist | SimplifiedArtist]) -> dict[str, Any]:
-    """Column arrays for :data:`_UPSERT_ARTISTS` (one element per artist)."""
-    cols: dict[str, list[Any]] = {
-        k: [] for k in ("id", "name", "detail", "genres", "popularity", "followers", "images",
-                        "uri", "url")
-    }  # fmt: skip
+def _artists_json(artists: Iterable[Artist | SimplifiedArtist]) -> str:
+    """The JSON document :data:`_COMPLETE` reads artists from (absent key: SQL NULL)."""
+    rows: list[dict[str, Any]] = []
     for a in artists:
-        cols["id"].append(a.id)
-        cols["name"].append(a.name)
-        cols["uri"].append(a.uri)
-        cols["url"].append((a.external_urls or {}).get("spotify"))
+        row: dict[str, Any] = {"id": a.id, "name": a.name, "uri": a.uri}
+        if a.external_urls:
+            row["external_url"] = a.external_urls.get("spotify")
         if isinstance(a, Artist):
-            cols["detail"].append(int(Detail.FULL))
-            cols["genres"].append(None if a.genres is None else _json(a.genres))
-            cols["popularity"].append(a.popularity)
-            cols["followers"].append(a.followers)
-            cols["images"].append(
-                None if a.images is None else _json([img.model_dump() for img in a.images])
-            )
+            row["detail"] = int(Detail.FULL)
+            row["genres"] = a.genres
+            row["popularity"] = a.popularity
+            row["followers"] = a.followers
+            if a.images is not None:
+                row["images"] = [
+                    {"url": img.url, "height": img.height, "width": img.width} for img in a.images
+                ]
         else:
-            cols["detail"].append(int(Detail.SIMPLIFIED))
-            cols["genres"].append(None)
-            cols["popularity"].append(None)
-            cols["followers"].append(None)
-            cols["images"].append(None)
-    return dict(cols)
+            row["detail"] = int(Detail.SIMPLIFIED)
+        rows.append(row)
+    return _json(rows)
+
+
+def _artist_tuple(a: Artist | SimplifiedArtist) -> tuple[Any, ...]:
+    """A row of the incoming table (JSON columns as JSON text)."""
+    url = a.external_urls.get("spotify") if a.external_urls else None
+    if isinstance(a, Artist):
+        images = None
+        if a.images is not None:
+            images = _json([{"url": i.url, "height": i.height, "width": i.width} for i in a.images])
+        genres = None if a.genres is None else _json(a.genres)
+        return (a.id, a.name, 1, genres, a.popularity, a.followers, images, a.uri, url)
+    return (a.id, a.name, 0, None, None, None, None, a.uri, url)
+
+
+def _tasks_json(specs: Iterable[TaskSpec]) -> str:
+    return _json(
+        [{"kind": s.kind, "key": s.key, "params": s.params, "priority": s.priority} for s in specs]
+    )
