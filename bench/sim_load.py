@@ -14,7 +14,9 @@ pipelining). The scenarios, each for ``--seconds``:
   distinct requests, as a crawler's query tree sends them (little help from caches);
 * ``mixed``: alternating artist and search requests.
 
-Reports requests/s and latency percentiles (ms) per scenario, and the status codes seen.
+Reports requests/s and latency percentiles (ms) per scenario, the status codes seen, and the
+server's CPU time per request (from ``/proc``): its capacity on one free core, a figure that holds
+even when other processes share the machine.
 
 Run: ``.venv/bin/python bench/sim_load.py --seconds 8 --procs 1 --connections 32``
 (``--json`` for machine-readable output; ``--url`` to load an already running simulator).
@@ -178,6 +180,17 @@ def _worker(args: tuple[str, int, list[bytes], int, float, int], out: Any) -> No
     out.put(result)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` (Linux ``/proc``), None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     if not sorted_values:
         return float("nan")
@@ -264,15 +277,29 @@ def main() -> None:
         run_scenario("mixed", host, port_, token, ids, procs=1, connections=8, seconds=1.0)
         results = []
         for scenario in scenarios:
+            cpu0 = process_cpu_seconds(proc.pid) if proc is not None else None
             r = run_scenario(scenario, host, port_, token, ids, procs=args.procs,
                              connections=args.connections, seconds=args.seconds)  # fmt: skip
+            cpu1 = process_cpu_seconds(proc.pid) if proc is not None else None
+            if cpu0 is not None and cpu1 is not None and r["requests"]:
+                # Server CPU per request: its capacity on one free core, whatever else runs.
+                per_request = (cpu1 - cpu0) / r["requests"]
+                r["server_cpu_us_per_req"] = round(per_request * 1e6, 1)
+                r["server_capacity_req_per_cpu_s"] = round(1 / per_request) if per_request else None
             results.append(r)
             if not args.json:
+                capacity = r.get("server_capacity_req_per_cpu_s")
                 print(
-                    f"{scenario:>7}: {r['req_per_s']:>8.1f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                    f"{scenario:>11}: {r['req_per_s']:>8.1f} req/s  p50 {r['p50_ms']:.2f} ms  "
                     f"p90 {r['p90_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  max {r['max_ms']} ms  "
                     f"n={r['requests']}  statuses {r['statuses']}  "
                     f"load-gen cpu {r['load_cpu_s']} s"
+                    + (
+                        f"  server {r['server_cpu_us_per_req']} us cpu/req "
+                        f"(~{capacity} req/s per core)"
+                        if capacity
+                        else ""
+                    )
                 )
         if args.json:
             print(
