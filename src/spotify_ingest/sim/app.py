@@ -14,7 +14,14 @@ to serve with uvicorn (``sim/server.py``). It serves:
 Request pipeline of a ``/v1`` request: count it; authenticate the bearer token (401); ask the rate
 limiter for the token's client (429 with Retry-After, penalties, quota: ``sim/ratelimit.py``);
 sleep the drawn latency on the injected clock; inject a fault if one is drawn (``sim/faults.py``);
-answer removed endpoints per profile (403/404); validate parameters (400); answer.
+answer removed endpoints per profile (403/404); validate parameters (400); answer. Every request
+that reaches the limiter with a valid token counts against the window, whatever its answer (a 400
+or a 5xx reached the server); 401s and 429s do not.
+
+Speed. Catalog objects are static, so each one's JSON encoding is cached (bounded LRU) and pages
+are assembled by splicing the cached fragments between per-request links (``paging_json``);
+``GET /v1`` paths are matched by segments ahead of Starlette's middleware (``_FastRoutes``).
+orjson is used when installed. ``bench/sim_load.py`` measures it.
 
 Time. Every duration in ``SimConfig`` (window, token TTL, quota period, penalties, schedule times,
 latency) is in *simulator seconds*, read from the clock. With ``time_scale = k`` the app runs on
