@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -48,6 +50,26 @@ def test_sim_server_answers_over_http(catalog: Catalog) -> None:
     # The port is released.
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+async def test_concurrent_clients_never_exceed_the_hidden_limit(catalog: Catalog) -> None:
+    config = SimConfig(artists=catalog.n_artists, limit=10, window=30.0, latency_ms=5)
+    with SimServer(config, catalog=catalog) as sim:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as client:
+            r = await client.post(
+                sim.token_url,
+                data={"grant_type": "client_credentials"},
+                auth=(sim.client_id, sim.client_secret),
+            )
+            client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+            urls = [f"{sim.api_base}/artists/{catalog.artist_id(i)}" for i in range(40)]
+            responses = await asyncio.gather(*(client.get(u) for u in urls))
+            statuses = Counter(r.status_code for r in responses)
+            truth = (await client.get(sim.stats_url)).json()
+    assert statuses == {200: 10, 429: 30}
+    assert truth["accepted"] == 10 and truth["max_accepted_in_any_window"] == 10
+    assert truth["escalations"] == 0  # all in flight together: inside the escalation grace
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in responses if r.status_code == 429)
 
 
 def test_reset_over_real_http_is_a_transport_error(catalog: Catalog) -> None:
