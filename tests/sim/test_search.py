@@ -400,3 +400,45 @@ def test_every_artist_reachable_under_offset_cap(medium: Catalog) -> None:
     assert not missing, f"{len(missing)} artists unreachable, e.g. {examples}"
     assert queries < 20_000
     assert split_by_year > 0 or queries > 200, "the walk had to split"
+
+
+# --------------------------------------------------------------------------------------------------
+# index helpers
+
+
+def test_set_helpers() -> None:
+    import numpy as np
+
+    from spotify_ingest.sim.search_index import (
+        MatchCache,
+        Postings,
+        Vocabulary,
+        gather_rows,
+        intersect_sorted,
+        union_of,
+    )
+
+    rng = np.random.default_rng(3)
+    for size, n_items in ((50, 10_000), (5_000, 10_000)):  # sort path, bitmap path
+        raw = rng.integers(0, n_items, size=size).astype(np.int32)
+        assert union_of(raw, n_items).tolist() == sorted(set(raw.tolist()))
+    a = np.asarray([1, 4, 9, 12, 30], dtype=np.int32)
+    b = np.asarray([0, 4, 5, 12, 31, 40], dtype=np.int32)
+    assert intersect_sorted(a, b).tolist() == [4, 12] == intersect_sorted(b, a).tolist()
+    assert intersect_sorted(a, b[:0]).tolist() == []
+    indptr = np.asarray([0, 2, 2, 5], dtype=np.int64)
+    values = np.asarray([7, 8, 1, 2, 3], dtype=np.int32)
+    assert gather_rows(indptr, values, np.asarray([2, 0, 1])).tolist() == [1, 2, 3, 7, 8]
+    vocab = Vocabulary(["moon", "moonlight", "mood", "sun", "moon"])
+    assert vocab.words == ["mood", "moon", "moonlight", "sun"]
+    assert vocab.prefix_range("moo") == (0, 3) and vocab.prefix_range("moon") == (1, 3)
+    assert vocab.prefix_range("x") == (4, 4)
+    postings = Postings.build(
+        np.asarray([1, 2, 1, 3, 0]), np.asarray([5, 5, 2, 1, 5]), n_words=4, n_items=6
+    )
+    assert postings.range_set(1, 3).tolist() == [2, 5]  # moon*, deduplicated
+    assert postings.range_set(1, 2).tolist() == [2, 5]
+    cache = MatchCache(max_bytes=4000)
+    for key in range(10):
+        cache.put(key, np.arange(200, dtype=np.int32))  # 900 bytes each with overhead
+    assert len(cache) == 4 and cache.get(0) is None and cache.get(9) is not None

@@ -274,6 +274,9 @@ class Catalog:
         self._build_discographies()
         self._build_search()
         self._build_playlists()
+        # arrays needed only while building
+        del self._virtual_rank, self._obscurity, self._genre_pos, self._genre_order
+        del self._album_multi, self._album_rank, self._co_album, self._co_artist
 
     # ------------------------------------------------------------------------------------------
     # construction
@@ -308,7 +311,7 @@ class Catalog:
             np.uint32
         )
         self._has_images = rng.random(n) < (0.98 - 0.5 * self._obscurity)
-        self._v = v
+        self._virtual_rank = v
 
         script = rng.choice(len(_SCRIPTS), size=n, p=np.asarray(_SCRIPT_SHARE))
         self._script: U8 = script.astype(np.uint8)
@@ -445,7 +448,7 @@ class Catalog:
         n = self.n_artists
         rng = self._rng("releases")
         o = self._obscurity
-        base = 1.0 + 55.0 * self._v**-0.32
+        base = 1.0 + 55.0 * self._virtual_rank**-0.32
         n_rel = np.maximum(1, np.floor(base + rng.random(n))).astype(np.int64)
         rel_artist = np.repeat(np.arange(n, dtype=np.int64), n_rel)
         first_of = np.cumsum(n_rel) - n_rel
@@ -703,7 +706,7 @@ class Catalog:
         w, items = vocab.name_words(self._track_tpl, self._track_parts, track_rank.astype(np.int64))
         self._track_postings = Postings.build(w, items, n_words, t_count)
         del w, items
-        track_album = self.track_album_array()
+        track_album = self._track_album_array()
         self._track_year_r: U16 = self._album_year[track_album[self._track_by_rank]]
         # artist -> album ranks (album artists)
         aa = self._album_artist_pairs
@@ -730,7 +733,7 @@ class Catalog:
         np.cumsum(np.bincount(art, minlength=self.n_artists), out=ptr[1:])
         return ptr, values
 
-    def track_album_array(self) -> I64:
+    def _track_album_array(self) -> I64:
         counts = np.diff(self._track_start)
         return np.repeat(np.arange(self.n_albums, dtype=np.int64), counts)
 

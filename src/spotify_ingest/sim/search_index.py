@@ -54,7 +54,7 @@ import re
 import threading
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -241,11 +241,6 @@ class Vocabulary:
         lo = bisect.bisect_left(self.words, prefix)
         hi = bisect.bisect_left(self.words, prefix + "\U0010ffff", lo)
         return lo, hi
-
-    def ids_of(self, words: Sequence[str]) -> IntArray:
-        """Ids of words known to be in the vocabulary (vectorised via numpy searchsorted)."""
-        table = np.asarray(self.words, dtype=object)
-        return np.searchsorted(table, np.asarray(words, dtype=object)).astype(np.int64)
 
 
 @dataclass(slots=True)
