@@ -495,16 +495,17 @@ async def test_with_rate_controller_every_request_completes() -> None:
 
 async def test_quota_with_rate_controller_pauses_it_and_raises_must_wait() -> None:
     ratecontrol = pytest.importorskip("spotify_ingest.ratecontrol")
-    sim = make_sim(limit=1000, quota=2, quota_period=600.0)
+    sim = make_sim(limit=1000, quota=2, quota_period=600.0, time_scale=10.0)
     ids = await sim.artist_ids(3)
-    rc = ratecontrol.RateController(30.0, max_concurrency=2)
+    clock = ScaledClock(10.0)
+    rc = ratecontrol.RateController(30.0, max_concurrency=2, clock=clock)
     async with sim.client(controller=rc) as sp:
         await sp.artist(ids[0])
         await sp.artist(ids[1])
         with pytest.raises(MustWaitError) as info:
             await sp.artist(ids[2])
     assert info.value.reason == "QUOTA_EXCEEDED" and info.value.wait_seconds > 500
-    assert rc.paused_until > time.monotonic() + 500
+    assert rc.paused_until > clock.now() + 500
     assert rc.in_flight == 0
 
 
