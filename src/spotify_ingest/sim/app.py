@@ -590,19 +590,18 @@ class _Shapes:
         self.profile = profile
         self.artist_drop = profile.artist_fields_removed
         self.album_drop = profile.album_fields_removed
-        self.artist = functools.lru_cache(maxsize=65536)(self._artist)
+        # Encoded objects are what requests need most; ~0.5-2 KB each, so these bounds keep the
+        # caches under ~150 MB whatever the catalog size. Dicts are cached only where reused.
+        self.artist = functools.lru_cache(maxsize=8192)(self._artist)
         self.artist_bytes = functools.lru_cache(maxsize=65536)(self._artist_bytes)
-        self.simplified_album = functools.lru_cache(maxsize=65536)(self._simplified_album)
-        self.track = functools.lru_cache(maxsize=65536)(self._track)
-        self.simplified_track = functools.lru_cache(maxsize=65536)(self._simplified_track)
-        self.album_base = functools.lru_cache(maxsize=16384)(self._album_base)
-        self.simplified_album_bytes = functools.lru_cache(maxsize=65536)(
+        self.simplified_album_bytes = functools.lru_cache(maxsize=32768)(
             self._simplified_album_bytes
         )
-        self.track_bytes = functools.lru_cache(maxsize=65536)(self._track_bytes)
-        self.simplified_track_bytes = functools.lru_cache(maxsize=65536)(
+        self.track_bytes = functools.lru_cache(maxsize=32768)(self._track_bytes)
+        self.simplified_track_bytes = functools.lru_cache(maxsize=32768)(
             self._simplified_track_bytes
         )
+        self.album_base_bytes = functools.lru_cache(maxsize=16384)(self._album_base_bytes)
         self.artist_albums = functools.lru_cache(maxsize=4096)(self._artist_albums)
 
     def _artist(self, i: int) -> dict[str, Any]:
@@ -611,7 +610,7 @@ class _Shapes:
     def _artist_bytes(self, i: int) -> bytes:
         return dumps(self.artist(i))
 
-    def _simplified_album(self, j: int, group: str | None = None) -> dict[str, Any]:
+    def simplified_album(self, j: int, group: str | None = None) -> dict[str, Any]:
         return _drop(self.catalog.simplified_album(j, album_group=group), self.album_drop)
 
     def _simplified_album_bytes(self, j: int, group: str | None = None) -> bytes:
@@ -623,36 +622,41 @@ class _Shapes:
     def _simplified_track_bytes(self, k: int) -> bytes:
         return dumps(self.simplified_track(k))
 
-    def _track(self, k: int) -> dict[str, Any]:
+    def track(self, k: int) -> dict[str, Any]:
         obj = self.catalog.track_object(k)
         if self.album_drop and isinstance(obj.get("album"), dict):
             obj = {**obj, "album": _drop(obj["album"], self.album_drop)}
         return obj
 
-    def _simplified_track(self, k: int) -> dict[str, Any]:
+    def simplified_track(self, k: int) -> dict[str, Any]:
         return self.catalog.simplified_track(k)
 
-    def _album_base(self, j: int) -> dict[str, Any]:
+    def album_base(self, j: int) -> dict[str, Any]:
         obj = dict(self.catalog.album_object(j))
         obj.pop("tracks", None)
         return _drop(obj, self.album_drop)
 
+    def _album_base_bytes(self, j: int) -> bytes:
+        return dumps(self.album_base(j))
+
     def _artist_albums(self, i: int, groups: frozenset[str]) -> list[tuple[int, str]]:
         return list(self.catalog.artist_albums(i, groups))
 
-    def album(self, j: int, api: str) -> dict[str, Any]:
-        """Full album with the first page of its tracks."""
+    def _album_tracks_page(self, j: int, api: str) -> bytes:
         tracks = self.catalog.album_tracks(j)
         limit = _ALBUM_TRACKS_IN_ALBUM
-        aid = self.catalog.album_id(j)
-        page = paging(
-            f"{api}/albums/{aid}/tracks",
-            [self.simplified_track(k) for k in tracks[:limit]],
+        return paging_json(
+            f"{api}/albums/{self.catalog.album_id(j)}/tracks",
+            [self.simplified_track_bytes(k) for k in tracks[:limit]],
             offset=0,
             limit=limit,
             total=len(tracks),
         )
-        return {**self.album_base(j), "tracks": page}
+
+    def album_bytes(self, j: int, api: str) -> bytes:
+        """Full album with the first page of its tracks, as JSON (``tracks`` last)."""
+        base = self.album_base_bytes(j)
+        return base[:-1] + b',"tracks":' + self._album_tracks_page(j, api) + b"}"
 
     def simplified_playlist(self, p: int, api: str) -> dict[str, Any]:
         obj = dict(self.catalog.playlist_object(p))
@@ -663,11 +667,11 @@ class _Shapes:
         obj["items"] = {"href": f"{api}/playlists/{pid}/items", "total": total}
         return obj
 
-    def playlist_item(self, p: int, position: int, k: int) -> dict[str, Any]:
+    def playlist_item(self, p: int, position: int, k: int) -> bytes:
+        """PlaylistTrackObject JSON: who added track ``k`` at ``position`` when, and the track."""
         owner = self.catalog.playlist_owner(p)
         added = dt.date(2020, 1, 1) + dt.timedelta(days=(p * 7919 + position * 31) % 1800)
-        track = self.track(k)
-        return {
+        head = {
             "added_at": f"{added.isoformat()}T00:00:00Z",
             "added_by": {
                 "external_urls": {"spotify": f"https://open.spotify.com/user/{owner}"},
@@ -677,9 +681,9 @@ class _Shapes:
                 "uri": f"spotify:user:{owner}",
             },
             "is_local": False,
-            "item": track,
-            "track": track,
         }
+        track = self.track_bytes(k)
+        return dumps(head)[:-1] + b',"item":' + track + b',"track":' + track + b"}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -787,15 +791,15 @@ class _Api:
     def album(self, request: Request, api: str) -> bytes:
         sid: str = request.path_params["id"]
         j = self._check_id(sid, self.catalog.album_index(sid))
-        return dumps(self.shapes.album(j, api))
+        return self.shapes.album_bytes(j, api)
 
     def albums(self, request: Request, api: str) -> bytes:
         ids = self._ids(_params(request), 20)
-        out: list[dict[str, Any] | None] = []
+        out: list[bytes] = []
         for sid in ids:
             j = self.catalog.album_index(sid)
-            out.append(None if j is None else self.shapes.album(j, api))
-        return dumps({"albums": out})
+            out.append(b"null" if j is None else self.shapes.album_bytes(j, api))
+        return b'{"albums":[' + b",".join(out) + b"]}"
 
     def album_tracks(self, request: Request, api: str) -> bytes:
         sid: str = request.path_params["id"]
@@ -926,18 +930,17 @@ class _Api:
         limit = self._limit("new-releases", params)
         offset = self._offset(params)
         albums = self.catalog.new_releases()
-        items = [self.shapes.simplified_album(j, None) for j in albums[offset : offset + limit]]
-        return dumps(
-            {
-                "albums": paging(
-                    f"{api}/browse/new-releases",
-                    items,
-                    offset=offset,
-                    limit=limit,
-                    total=len(albums),
-                )
-            }
+        fragments = [
+            self.shapes.simplified_album_bytes(j, None) for j in albums[offset : offset + limit]
+        ]
+        page = paging_json(
+            f"{api}/browse/new-releases",
+            fragments,
+            offset=offset,
+            limit=limit,
+            total=len(albums),
         )
+        return b'{"albums":' + page + b"}"
 
     # -- playlists --------------------------------------------------------------------------
 
@@ -950,29 +953,25 @@ class _Api:
             raise ApiProblem(403, "Forbidden.")
         return p
 
-    def _items_page(self, p: int, sid: str, base: str, offset: int, limit: int) -> dict[str, Any]:
+    def _items_page(self, p: int, base: str, offset: int, limit: int) -> bytes:
         tracks = self.catalog.playlist_tracks(p)
-        items = [
+        fragments = [
             self.shapes.playlist_item(p, pos, tracks[pos])
             for pos in range(offset, min(len(tracks), offset + limit))
         ]
-        return paging(base, items, offset=offset, limit=limit, total=len(tracks))
+        return paging_json(base, fragments, offset=offset, limit=limit, total=len(tracks))
 
     def playlist(self, request: Request, api: str) -> bytes:
         sid: str = request.path_params["playlist_id"]
         p = self._playlist_index(sid, items=False)
         obj = dict(self.catalog.playlist_object(p))
+        obj.pop("tracks", None)
+        obj.pop("items", None)
         owned = self.catalog.playlist_owner(p) == _APP_OWNER
         if self.profile.playlist_items_owned_only and not owned:
-            obj.pop("tracks", None)
-            obj.pop("items", None)
-        else:
-            page = self._items_page(
-                p, sid, f"{api}/playlists/{sid}/tracks", 0, _PLAYLIST_ITEMS_IN_PLAYLIST
-            )
-            obj["tracks"] = page
-            obj["items"] = page
-        return dumps(obj)
+            return dumps(obj)
+        page = self._items_page(p, f"{api}/playlists/{sid}/tracks", 0, _PLAYLIST_ITEMS_IN_PLAYLIST)
+        return dumps(obj)[:-1] + b',"tracks":' + page + b',"items":' + page + b"}"
 
     def playlist_items(self, request: Request, api: str) -> bytes:
         return self._playlist_items(request, api, "playlist-items", "items")
@@ -986,7 +985,7 @@ class _Api:
         params = _params(request)
         limit = self._limit(key, params)
         offset = self._offset(params)
-        return dumps(self._items_page(p, sid, f"{api}/playlists/{sid}/{leaf}", offset, limit))
+        return self._items_page(p, f"{api}/playlists/{sid}/{leaf}", offset, limit)
 
     def handlers(self) -> dict[str, Handler]:
         return {
