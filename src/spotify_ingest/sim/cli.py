@@ -16,7 +16,7 @@ import typer
 from spotify_ingest.errors import SpotifyIngestError
 
 from .app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SimConfig
-from .profiles import DEFAULT_PROFILE, PROFILES
+from .profiles import DEFAULT_PROFILE, ENDPOINTS, PROFILES
 from .ratelimit import Algorithm, parse_limit_schedule
 from .server import serve as serve_simulator
 
@@ -137,7 +137,11 @@ def serve_command(
     ] = 1.0,
     endpoint_limit: Annotated[
         list[str] | None,
-        typer.Option(help="Extra per-endpoint bucket ENDPOINT=N (repeatable), e.g. search=50."),
+        typer.Option(
+            help="Extra per-endpoint bucket ENDPOINT=N (repeatable), e.g. search=50; endpoints: "
+            + ", ".join(e.key for e in ENDPOINTS)
+            + "."
+        ),
     ] = None,
     time_scale: Annotated[
         float,
