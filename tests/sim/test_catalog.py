@@ -179,6 +179,9 @@ def test_ids_round_trip(small: Catalog) -> None:
             assert to_index(sid) == i
             seen.add(sid)
     assert len(seen) == sum(len(sample(n, 300)) for _, _, n in kinds)  # no clash across kinds
+    assert small.resolve_id(small.album_id(7)) == ("album", 7)
+    assert small.resolve_id(small.playlist_id(3)) == ("playlist", 3)
+    assert small.resolve_id("0" * 22) is None
 
 
 def test_iter_artist_ids_matches_artist_id(small: Catalog) -> None:

@@ -965,6 +965,20 @@ class Catalog:
     def playlist_index(self, sid: str) -> int | None:
         return self._decode_id("playlist", sid, self.n_playlists)
 
+    def resolve_id(self, sid: str) -> tuple[str, int] | None:
+        """(kind, index) of any id of this catalog (kind: artist, album, track, playlist)."""
+        limits = {
+            "artist": self.n_artists,
+            "album": self.n_albums,
+            "track": self.n_tracks,
+            "playlist": self.n_playlists,
+        }
+        for kind, limit in limits.items():
+            index = self._decode_id(kind, sid, limit)
+            if index is not None:
+                return kind, index
+        return None
+
     def iter_artist_ids(self) -> Iterator[str]:
         """Every artist id, in index (popularity) order; computed in vectorised chunks."""
         chunk = 65_536
