@@ -1,7 +1,345 @@
-"""Command-line interface (placeholder until the commands land)."""
+"""The ``spotify-ingest`` command line: a thin layer over the library.
+
+Only this module prints and chooses exit codes. Every error the package raises on purpose
+(:class:`~spotify_ingest.errors.SpotifyIngestError`) becomes one line on stderr and the exit code
+of its class; flag errors exit 2; anything unforeseen exits 1 with a one-line summary, and
+``--debug`` shows the traceback.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
 
-def main() -> None:
-    raise SystemExit("spotify-ingest: not implemented yet")
+import click
+import typer
+
+from . import __version__
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_MUST_WAIT,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+    MustWaitError,
+    SpotifyIngestError,
+    UsageError,
+)
+from .sim.cli import sim_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="spotify-ingest",
+    help="Ingest the Spotify artist catalog as fast as the Web API's unknown rate limit allows.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+app.add_typer(sim_app, name="sim", help="Run the offline Spotify Web API simulator.")
+
+_state: dict[str, bool] = {"debug": False}
+DB = Path("spotify.db")
+ENV = Path(".env")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"spotify-ingest {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+class Strategy(StrEnum):
+    auto = "auto"
+    seed = "seed"
+    search = "search"
+    albums = "albums"
+
+
+class Profile(StrEnum):
+    extended = "extended"
+    dev_2024 = "dev-2024"
+    dev_2026 = "dev-2026"
+
+
+class Format(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
+@app.command()
+def crawl(
+    db: Annotated[
+        Path, typer.Option(help="SQLite database; the crawl resumes when it exists.")
+    ] = Path("spotify.db"),
+    simulate: Annotated[
+        bool, typer.Option(help="Crawl the built-in simulator (demo credentials, no internet).")
+    ] = False,
+    sim_artists: Annotated[
+        int | None, typer.Option(min=1, max=5_000_000, help="Simulator catalog size [20000].")
+    ] = None,
+    sim_profile: Annotated[
+        Profile | None, typer.Option(help="Simulated app's API generation [dev-2026].")
+    ] = None,
+    sim_seed: Annotated[int | None, typer.Option(help="Simulator catalog seed [0].")] = None,
+    sim_limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Simulator's hidden limit per window [drawn from seed]."),
+    ] = None,
+    sim_window: Annotated[
+        float | None, typer.Option(min=0.1, help="Simulator's rolling window in seconds [3].")
+    ] = None,
+    api_base: Annotated[str | None, typer.Option(help="Web API base URL.")] = None,
+    token_url: Annotated[str | None, typer.Option(help="Token endpoint URL.")] = None,
+    window: Annotated[
+        float | None, typer.Option(min=0.1, help="The API's rolling window in seconds [30].")
+    ] = None,
+    strategy: Annotated[Strategy, typer.Option(help="Discovery strategy.")] = Strategy.auto,
+    max_requests: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many requests.")
+    ] = None,
+    max_artists: Annotated[
+        int | None, typer.Option(min=1, help="Stop at this many artists.")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(min=0.1, help="Stop after this many seconds.")
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Requests in flight at most.")
+    ] = 8,
+    no_hydrate: Annotated[
+        bool, typer.Option("--no-hydrate", help="Skip hydrating simplified artists.")
+    ] = False,
+    stats_json: Annotated[
+        Path | None, typer.Option(help="Write the final figures as JSON here.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait out long Retry-After and quota pauses instead of stopping.")
+    ] = False,
+    max_wait: Annotated[
+        float, typer.Option(min=0, help="Longest Retry-After to wait in-run, seconds.")
+    ] = 900.0,
+    env_file: Annotated[Path, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET.")] = Path(
+        ".env"
+    ),
+) -> None:
+    """Crawl artists into --db (resumes when it exists). Ctrl-C stops cleanly."""
+    sim_flags = {
+        "--sim-artists": sim_artists, "--sim-profile": sim_profile, "--sim-seed": sim_seed,
+        "--sim-limit": sim_limit, "--sim-window": sim_window,
+    }  # fmt: skip
+    if not simulate:
+        given = [name for name, value in sim_flags.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only make sense with --simulate")
+    elif api_base or token_url:
+        raise UsageError("--simulate runs its own API: drop --api-base / --token-url")
+    if stats_json is not None and stats_json.is_dir():
+        raise UsageError(f"--stats-json {stats_json} is a directory: give a file path")
+    from .runner import CrawlRequest, run_crawl
+
+    request = CrawlRequest(
+        db=db,
+        simulate=simulate,
+        sim_artists=sim_artists or 20_000,
+        sim_profile=sim_profile.value if sim_profile else "dev-2026",
+        sim_seed=sim_seed or 0,
+        sim_limit=sim_limit,
+        sim_window=sim_window or 3.0,
+        api_base=api_base,
+        token_url=token_url,
+        window=window,
+        strategy=strategy.value,
+        max_requests=max_requests,
+        max_artists=max_artists,
+        duration=duration,
+        concurrency=concurrency,
+        hydrate=not no_hydrate,
+        wait=wait,
+        max_wait=max_wait,
+        env_file=env_file,
+    )
+    report, signal_code = run_crawl(request)
+    if stats_json is not None:
+        stats_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if signal_code:
+        resume = shlex.join(["spotify-ingest", *sys.argv[1:]])
+        print(f"stopped; state saved in {db}. Resume with: {resume}", file=sys.stderr)
+        raise typer.Exit(signal_code)
+
+
+@app.command()
+def stats(
+    db: Annotated[Path, typer.Option(help="The crawl's database.")] = DB,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What a crawl database holds: artists, tasks, search tree, capabilities, last run."""
+    from .store.sqlite import SQLiteStore
+
+    with SQLiteStore(db, create=False) as store:
+        counts = store.artist_counts()
+        tasks = store.task_counts()
+        nodes = store.search_nodes()
+        data: dict[str, Any] = {
+            "db": str(db),
+            "artists": {
+                "total": counts.total,
+                "full": counts.full,
+                "simplified": counts.simplified,
+            },
+            "requests": store.requests_done(),
+            "tasks": tasks,
+            "search_tree": {
+                status: sum(1 for n in nodes if n.status == status)
+                for status in sorted({n.status for n in nodes})
+            },
+            "capabilities": store.get_meta("capabilities"),
+            "last_report": store.get_meta("last_report"),
+        }
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{db}[/bold]")
+    console.print(
+        f"artists {counts.total:,} (full {counts.full:,}, simplified {counts.simplified:,}); "
+        f"requests recorded {data['requests']:,}"
+    )
+    table = Table("task kind", "pending", "leased", "done", "failed")
+    for kind, by_state in sorted(tasks.items()):
+        table.add_row(
+            kind, *(f"{by_state.get(s, 0):,}" for s in ("pending", "leased", "done", "failed"))
+        )
+    console.print(table)
+    if data["search_tree"]:
+        console.print(
+            "search tree: " + ", ".join(f"{k} {v:,}" for k, v in data["search_tree"].items())
+        )
+    caps = data["capabilities"] or {}
+    if caps.get("available"):
+        have = sorted(k for k, v in caps["available"].items() if v)
+        lack = sorted(k for k, v in caps["available"].items() if not v)
+        console.print("endpoints available: " + (", ".join(have) or "none"))
+        console.print("endpoints unavailable: " + (", ".join(lack) or "none"))
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="File to write.")],
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.jsonl,
+    db: Annotated[Path, typer.Option(help="The crawl's database.")] = DB,
+    force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Write every artist (all fields, one row each) as JSON Lines, CSV or Parquet."""
+    from .export import export_artists
+    from .store.sqlite import SQLiteStore
+
+    with SQLiteStore(db, create=False) as store:
+        n = export_artists(store.iter_artists(), out, fmt.value, force=force)
+    print(f"wrote {n:,} artists to {out}", file=sys.stderr)
+
+
+@app.command()
+def limits(
+    db: Annotated[Path, typer.Option(help="The crawl's database.")] = DB,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The rate limits learned so far, per client id and API base, with bounds and age."""
+    from .store.sqlite import SQLiteStore
+
+    with SQLiteStore(db, create=False) as store:
+        rows = store.rate_estimates()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("no limit learned yet: run a crawl first", file=sys.stderr)
+        return
+    now = time.time()
+    for row in rows:
+        est = row["estimate"]
+        upper = est.get("upper")
+        age = now - float(est.get("observed_at", now))
+        print(
+            f"{row['api_base']} (client {row['client']}): ~{est['limit']:.0f} requests per "
+            f"{est['window']:g}s (known >= {est.get('lower', 0):.0f}, "
+            f"< {'?' if upper is None else f'{upper:.0f}'}), learned {age / 60:.0f} min ago"
+        )
+
+
+def _signal_exit(signum: int) -> int:
+    return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: runs the Typer app and maps errors to one line and an exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=args, prog_name="spotify-ingest", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.UsageError as exc:
+        hint = f" (see: spotify-ingest {exc.ctx.info_name if exc.ctx else ''} --help)"
+        print(f"error: {exc.format_message()}{hint}".replace("  ", " "), file=sys.stderr)
+        code = EXIT_USAGE
+    except click.Abort:
+        code = EXIT_SIGINT
+    except MustWaitError as exc:
+        if debug:
+            raise
+        when = exc.resume_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+        print(
+            f"error: {exc} State is saved; run the same command again after {when}.",
+            file=sys.stderr,
+        )
+        code = EXIT_MUST_WAIT
+    except SpotifyIngestError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = EXIT_SIGINT
+    except Exception as exc:  # the last line of defence: one line, traceback with --debug
+        if debug:
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        code = EXIT_INTERNAL
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,398 @@
+"""The crawl engine: workers that take tasks from the planner, run them, and commit the results.
+
+One asyncio event loop runs ``concurrency`` workers. The rate controller inside the client decides
+when each request may go; the workers only keep it supplied. Each worker loops:
+
+1. ask the planner for a task (it claims small batches from the store);
+2. run it through :class:`~spotify_ingest.discovery.tasks.TaskRunner` (one or a few requests);
+3. commit artists + task done + spawned tasks in one transaction, and tell the planner the yield.
+
+Errors per task: an endpoint that went away parks its kind (tasks stay pending); an id that does
+not exist or a request the API refuses fails that task alone; a server or transport error that
+outlasted the client's retry budget puts the task back (after five attempts it is failed). A
+``MustWaitError`` (a Retry-After beyond ``--max-wait``, or the quota) and a credentials error stop
+the crawl: in-flight work is given five seconds to finish, everything claimed goes back to pending,
+and the error propagates to the CLI with all state saved.
+
+Stopping on request (Ctrl-C, SIGTERM, ``--max-*``, ``--duration``) is the same clean path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .client import SpotifyClient
+from .discovery.capabilities import Capabilities, probe
+from .discovery.planner import Planner
+from .discovery.search import Alphabet, SearchPlan
+from .discovery.tasks import ENDPOINT_OF, STRATEGY_KINDS, TaskRunner
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    BadResponseError,
+    CredentialsError,
+    EndpointUnavailableError,
+    InvalidLimitError,
+    MustWaitError,
+    NotFoundError,
+    ServerError,
+    SpotifyIngestError,
+    StoreError,
+    TransportError,
+)
+from .ratecontrol import LimitEstimate, RateController
+from .store.base import Task, TaskSpec
+from .store.sqlite import SQLiteStore
+
+__all__ = ["CrawlOptions", "CrawlReport", "Crawler", "Progress", "estimate_key"]
+
+MAX_ATTEMPTS = 5
+STOP_GRACE_SECONDS = 5.0
+
+
+def estimate_key(client_id: str, api_base: str) -> str:
+    """The meta key of a learned limit: per client id (hashed) and API base."""
+    digest = hashlib.sha256(client_id.encode()).hexdigest()[:12]
+    return f"rate_estimate:{digest}:{api_base.rstrip('/')}"
+
+
+@dataclass(frozen=True)
+class CrawlOptions:
+    strategy: str = "auto"
+    concurrency: int = 8
+    max_requests: int | None = None
+    max_artists: int | None = None
+    duration: float | None = None
+    hydrate: bool = True
+
+
+@dataclass
+class Progress:
+    """A snapshot for the live display."""
+
+    elapsed: float
+    requests: int
+    artists: int
+    full: int
+    rate: float  # requests per second over the last window
+    limit_estimate: float | None
+    window: float
+    rate_limited: int
+    paused_for: float
+    yields: dict[str, tuple[float, int]]
+    capabilities: dict[str, bool]
+    stop_reason: str | None
+
+
+@dataclass
+class CrawlReport:
+    stop_reason: str
+    elapsed: float
+    requests: int
+    requests_by_status: dict[str, int]
+    artists: int
+    full: int
+    new_artists: int
+    tasks_done: int
+    tasks_failed: int
+    estimate: dict[str, Any] | None
+    capabilities: dict[str, bool]
+    yields: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stop_reason": self.stop_reason,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "requests": self.requests,
+            "requests_by_status": self.requests_by_status,
+            "artists": {
+                "total": self.artists,
+                "full": self.full,
+                "simplified": self.artists - self.full,
+            },
+            "new_artists_this_run": self.new_artists,
+            "tasks": {"done": self.tasks_done, "failed": self.tasks_failed},
+            "rate_estimate": self.estimate,
+            "capabilities": self.capabilities,
+            "yield_per_request": self.yields,
+        }
+
+
+class Crawler:
+    """One crawl over one store with one client."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        client: SpotifyClient,
+        controller: RateController,
+        options: CrawlOptions,
+        *,
+        client_id: str,
+        api_base: str,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        if options.strategy not in STRATEGY_KINDS:
+            raise SpotifyIngestError(f"unknown strategy {options.strategy!r}")
+        self.store = store
+        self.client = client
+        self.controller = controller
+        self.options = options
+        self.on_progress = on_progress
+        self._estimate_key = estimate_key(client_id, api_base)
+        self._stop_reason: str | None = None
+        self._fatal: BaseException | None = None
+        self._started = 0.0
+        self._in_flight: dict[int, Task] = {}
+        self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._new_artists = 0
+        self._tasks_done = 0
+        self._tasks_failed = 0
+        self._counts = store.artist_counts()
+        self.capabilities = Capabilities()
+        self.planner: Planner | None = None
+
+    # -- control --------------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Finish in-flight work and stop (signal handlers call this)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stop_event.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def load_estimate(store: SQLiteStore, client_id: str, api_base: str) -> LimitEstimate | None:
+        data = store.get_meta(estimate_key(client_id, api_base))
+        if data is None:
+            return None
+        try:
+            return LimitEstimate.from_json(json.dumps(data))
+        except (TypeError, ValueError):
+            return None
+
+    def save_estimate(self) -> None:
+        self.store.set_meta(self._estimate_key, json.loads(self.controller.estimate().to_json()))
+
+    async def _prepare(self) -> tuple[TaskRunner, Planner]:
+        recovered = self.store.recover_leases()
+        kinds = STRATEGY_KINDS[self.options.strategy]
+        if not self.options.hydrate:
+            kinds = kinds - {"hydrate"}
+        self.capabilities = await probe(self.client, {ENDPOINT_OF[k] for k in kinds} | {"artists"})
+        self.store.set_meta("capabilities", self.capabilities.to_json())
+        alphabet = Alphabet.from_json(self.store.get_meta("alphabet"))
+        plan = SearchPlan(alphabet, limit=self.capabilities.limit("search", 10))
+        runner = TaskRunner(self.client, self.capabilities, plan, kinds)
+        usable = frozenset(k for k in kinds if runner.enabled(k))
+        seeds: list[TaskSpec] = []
+        if "search" in usable:
+            seeds.extend(plan.roots())
+        for kind in ("featured_playlists", "categories", "new_releases"):
+            if kind in usable:
+                seeds.append(TaskSpec(kind, {"offset": 0}))
+        self.store.add_tasks(seeds)
+        planner = Planner(
+            self.store,
+            usable,
+            prior=2.0 * plan.limit,
+            hydrate_batch=50 if self.capabilities.has("artists") else 1,
+            hydrate=self.options.hydrate,
+        )
+        self.store.set_meta("last_run", {"started_at": time.time(), "recovered_leases": recovered})
+        return runner, planner
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> CrawlReport:
+        """Crawl until done, a limit, a stop request or a fatal error; state is saved on exit."""
+        self._started = time.monotonic()
+        runner, planner = await self._prepare()
+        self.planner = planner
+        ticker = asyncio.create_task(self._tick())
+        workers = [
+            asyncio.create_task(self._worker(runner, planner))
+            for _ in range(self.options.concurrency)
+        ]
+        enforcer = asyncio.create_task(self._cancel_after_grace(workers))
+        try:
+            results = await asyncio.gather(*workers, return_exceptions=True)
+        except asyncio.CancelledError:
+            self.request_stop("interrupted")
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+        finally:
+            for helper in (ticker, enforcer):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
+            self._shutdown(planner, runner)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                self._fatal = self._fatal or result
+        if self._fatal is not None:
+            raise self._fatal
+        self._emit_progress()
+        return self.report()
+
+    async def _cancel_after_grace(self, workers: list[asyncio.Task[None]]) -> None:
+        """Once a stop is requested, in-flight requests get ``STOP_GRACE_SECONDS`` to finish."""
+        await self._stop_event.wait()
+        await asyncio.sleep(STOP_GRACE_SECONDS)
+        for task in workers:
+            task.cancel()
+
+    def _shutdown(self, planner: Planner, runner: TaskRunner) -> None:
+        planner.release_all()
+        if self._in_flight:
+            self.store.release(list(self._in_flight.values()))
+            self._in_flight.clear()
+        self.store.set_meta("alphabet", runner.search.alphabet.to_json())
+        self.save_estimate()
+        self.store.set_meta("last_report", self.report().to_json())
+
+    def _limit_reached(self) -> str | None:
+        o = self.options
+        if o.max_requests is not None and self.client.stats.requests >= o.max_requests:
+            return "max-requests"
+        if o.max_artists is not None and self._counts.total >= o.max_artists:
+            return "max-artists"
+        if o.duration is not None and time.monotonic() - self._started >= o.duration:
+            return "duration"
+        return None
+
+    async def _worker(self, runner: TaskRunner, planner: Planner) -> None:
+        while not self.stopping:
+            reason = self._limit_reached()
+            if reason is not None:
+                self.request_stop(reason)
+                return
+            task = planner.next_task()
+            if task is None:
+                if not self._in_flight:
+                    self.request_stop("done")
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._in_flight[task.id] = task
+            try:
+                await self._run_task(runner, planner, task)
+            except asyncio.CancelledError:
+                if task.id in self._in_flight:
+                    self.store.release([task])
+                raise
+            except (MustWaitError, CredentialsError, AuthenticationError, StoreError) as exc:
+                if task.id in self._in_flight:
+                    self.store.release([task])
+                self._fatal = self._fatal or exc
+                self.request_stop("error")
+                raise
+            finally:
+                self._in_flight.pop(task.id, None)
+                self._wake.set()
+
+    async def _run_task(self, runner: TaskRunner, planner: Planner, task: Task) -> None:
+        hydrate_ids = None
+        if task.kind == "hydrate":
+            hydrate_ids = self.store.simplified_among([str(i) for i in task.params["ids"]])
+        try:
+            outcome = await runner.run(task, hydrate_ids)
+        except EndpointUnavailableError:
+            self.capabilities.mark_unavailable(ENDPOINT_OF[task.kind])
+            planner.disable(task.kind)
+            self.store.release([task])
+            self.store.set_meta("capabilities", self.capabilities.to_json())
+            return
+        except (NotFoundError, BadRequestError, InvalidLimitError, BadResponseError) as exc:
+            self.store.fail(task, f"{type(exc).__name__}: {exc}")
+            self._tasks_failed += 1
+            return
+        except (ServerError, TransportError) as exc:
+            if task.attempts >= MAX_ATTEMPTS:
+                self.store.fail(task, f"{type(exc).__name__}: {exc}")
+                self._tasks_failed += 1
+            else:
+                self.store.release([task])
+            return
+        result = self.store.complete(task, outcome)
+        self._in_flight.pop(task.id, None)
+        self._tasks_done += 1
+        new = result.new_full + result.new_simplified
+        self._new_artists += new
+        self._counts = type(self._counts)(
+            total=self._counts.total + new,
+            full=self._counts.full + result.new_full + result.upgraded,
+        )
+        spawned = Counter(spec.kind for spec in outcome.spawn)
+        planner.observe(task.kind, result.value, outcome.requests, spawned)
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        saved = time.monotonic()
+        while True:
+            await asyncio.sleep(0.25)
+            self._emit_progress()
+            if time.monotonic() - saved > 30.0:
+                saved = time.monotonic()
+                self.save_estimate()
+
+    def _emit_progress(self) -> None:
+        if self.on_progress is None:
+            return
+        est = self.controller.estimate()
+        stats = self.client.stats
+        self.on_progress(
+            Progress(
+                elapsed=time.monotonic() - self._started,
+                requests=stats.requests,
+                artists=self._counts.total,
+                full=self._counts.full,
+                rate=self.controller.window_count() / self.controller.window,
+                limit_estimate=est.limit,
+                window=est.window,
+                rate_limited=stats.rate_limited,
+                paused_for=max(0.0, self.controller.paused_until - time.monotonic()),
+                yields=self.planner.yields() if self.planner else {},
+                capabilities=dict(self.capabilities.available),
+                stop_reason=self._stop_reason,
+            )
+        )
+
+    def report(self) -> CrawlReport:
+        stats = self.client.stats
+        return CrawlReport(
+            stop_reason=self._stop_reason or "done",
+            elapsed=time.monotonic() - self._started if self._started else 0.0,
+            requests=stats.requests,
+            requests_by_status={str(k): v for k, v in sorted(stats.by_status.items())},
+            artists=self._counts.total,
+            full=self._counts.full,
+            new_artists=self._new_artists,
+            tasks_done=self._tasks_done,
+            tasks_failed=self._tasks_failed,
+            estimate=json.loads(self.controller.estimate().to_json()),
+            capabilities=dict(self.capabilities.available),
+            yields={
+                k: {"value_per_request": round(m, 3), "requests": n}
+                for k, (m, n) in (self.planner.yields() if self.planner else {}).items()
+            },
+        )

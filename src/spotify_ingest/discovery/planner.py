@@ -1,0 +1,216 @@
+"""The planner: which kind of request to make next, by the yield each kind has shown.
+
+The rate limit caps requests, so the only lever on how long a full crawl takes is the value each
+request brings. Value is counted in units of progress: an artist id we did not have is 1, an
+artist's full details we did not have is 1 (a new full artist from search is 2, an album's new
+collaborator is 1, a hydrated artist is 1).
+
+Each task kind with pending tasks is an arm of a bandit. The planner keeps, per arm, a discounted
+sum of value and of requests (discount ``gamma`` per request of that arm), so the estimate follows
+a yield that falls as the catalog fills up (search pages bring fewer new artists late in a crawl).
+It picks the arm with the highest upper confidence bound
+
+    mean_k + c * scale * sqrt(ln(N) / n_k)
+
+where ``mean_k`` is discounted value per request, ``n_k`` the discounted request count, ``N`` their
+sum and ``scale`` the best mean seen, so exploration is proportionate to what yields are possible.
+Every arm starts with one optimistic pseudo-request worth ``prior`` so each is tried. Ties go to
+the kind listed first in :data:`KIND_ORDER`; nothing is random, so one worker on a fixed catalog
+makes the same choices every time.
+
+Search is the backbone (its query tree reaches every artist) and hydration the finisher; every
+other kind is opportunistic, and is *retired* for the rest of the run once it has had ``patience``
+requests and its discounted yield is below ``min_yield`` (default 0.05: one artist per twenty
+requests). Without that rule a crawl whose search is complete would spend its last hours walking
+albums that only hold artists it already has. The crawl ends when every non-retired kind is empty.
+
+Hydration is the low-priority stream: it is refilled from the store (simplified artists become
+``hydrate`` tasks) only when few are pending, and competes on yield like any arm, so it runs when
+discovery has grown cheaper than it.
+
+Tasks are claimed from the store in small batches per kind and held in memory; ``release_all``
+gives them back on shutdown (a crash leaves them leased, and the next start recovers them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..store.base import Task
+from ..store.sqlite import SQLiteStore
+
+__all__ = ["ESSENTIAL", "KIND_ORDER", "ArmStats", "Planner"]
+
+# Kinds that never retire: search guarantees completeness, hydration completes details.
+ESSENTIAL = frozenset({"search", "hydrate"})
+
+KIND_ORDER = (
+    "search",
+    "featured_playlists",
+    "categories",
+    "category_playlists",
+    "new_releases",
+    "playlist_items",
+    "related",
+    "artist_albums",
+    "album",
+    "album_tracks",
+    "hydrate",
+)
+
+
+@dataclass
+class ArmStats:
+    """Discounted evidence of one task kind's yield."""
+
+    value: float
+    requests: float
+    total_value: float = 0.0
+    total_requests: int = 0
+
+    @property
+    def mean(self) -> float:
+        return self.value / self.requests if self.requests > 0 else 0.0
+
+
+class Planner:
+    """Chooses and hands out the next task; learns from each result."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        kinds: frozenset[str],
+        *,
+        prior: float = 20.0,
+        gamma: float = 0.995,
+        exploration: float = 0.5,
+        claim_batch: int = 16,
+        hydrate_batch: int = 1,
+        hydrate: bool = True,
+        refresh_every: int = 200,
+        min_yield: float = 0.05,
+        patience: int = 100,
+    ) -> None:
+        self.store = store
+        self.kinds = [k for k in KIND_ORDER if k in kinds]
+        self.gamma = gamma
+        self.exploration = exploration
+        self.claim_batch = claim_batch
+        self.hydrate_batch = hydrate_batch
+        self.hydrate = hydrate and "hydrate" in kinds
+        self.arms = {k: ArmStats(value=prior, requests=1.0) for k in self.kinds}
+        self._buffers: dict[str, deque[Task]] = {k: deque() for k in self.kinds}
+        self._pending: dict[str, int] = {}
+        self._stale = True
+        self._disabled: set[str] = set()
+        self.refresh_every = refresh_every
+        self.min_yield = min_yield
+        self.patience = patience
+        self.retired: set[str] = set()
+        self._observed = 0
+
+    # -- choosing -------------------------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        if self.hydrate and self.store.pending_counts().get("hydrate", 0) < 4 * self.claim_batch:
+            self.store.queue_hydration(self.hydrate_batch, 8 * self.claim_batch)
+        self._pending = self.store.pending_counts()
+        self._stale = False
+
+    def _available(self, kind: str) -> bool:
+        return kind not in self._disabled and (
+            bool(self._buffers[kind]) or self._pending.get(kind, 0) > 0
+        )
+
+    def choose(self) -> str | None:
+        """The kind to run next, or None when nothing is pending."""
+        if self._stale:
+            self._refresh()
+        candidates = [k for k in self.kinds if self._available(k)]
+        if not candidates:
+            self._refresh()
+            candidates = [k for k in self.kinds if self._available(k)]
+            if not candidates:
+                return None
+        if len(candidates) == 1:
+            return candidates[0]
+        n_total = sum(self.arms[k].requests for k in candidates)
+        scale = max(max(self.arms[k].mean for k in candidates), 1e-9)
+        log_n = math.log(max(n_total, 1.0))
+
+        def score(kind: str) -> float:
+            arm = self.arms[kind]
+            return arm.mean + self.exploration * scale * math.sqrt(log_n / arm.requests)
+
+        return max(candidates, key=score)  # max() keeps the first of equal scores
+
+    def next_task(self) -> Task | None:
+        kind = self.choose()
+        if kind is None:
+            return None
+        buffer = self._buffers[kind]
+        if not buffer:
+            claimed = self.store.claim(kind, self.claim_batch)
+            self._pending[kind] = max(0, self._pending.get(kind, 0) - len(claimed))
+            buffer.extend(claimed)
+            if len(claimed) < self.claim_batch:
+                self._pending[kind] = 0
+            if not claimed:
+                return self.next_task() if any(self._available(k) for k in self.kinds) else None
+        return buffer.popleft()
+
+    # -- learning -------------------------------------------------------------------------------
+
+    def observe(
+        self, kind: str, value: float, requests: int, spawned: Mapping[str, int] | None = None
+    ) -> None:
+        """Account one finished task: ``value`` units of progress for ``requests`` requests.
+
+        ``spawned`` counts the tasks it spawned by kind (an upper bound: duplicates of existing
+        tasks are not inserted); a kind's count is corrected when a claim comes back short.
+        """
+        arm = self.arms.get(kind)
+        if arm is None:
+            return
+        if requests > 0:
+            decay = self.gamma**requests
+            arm.value = arm.value * decay + value
+            arm.requests = arm.requests * decay + requests
+        arm.total_value += value
+        arm.total_requests += requests
+        if (
+            kind not in ESSENTIAL
+            and kind not in self.retired
+            and arm.total_requests >= self.patience
+            and arm.mean < self.min_yield
+        ):
+            self.retired.add(kind)
+            self.disable(kind)
+        for spawned_kind, n in (spawned or {}).items():
+            self._pending[spawned_kind] = self._pending.get(spawned_kind, 0) + n
+        self._observed += 1
+        if self._observed % self.refresh_every == 0:
+            self._stale = True
+
+    def disable(self, kind: str) -> None:
+        """Stop choosing ``kind`` (its endpoint went away); its tasks stay pending in the store."""
+        self._disabled.add(kind)
+        buffer = self._buffers.get(kind)
+        if buffer:
+            self.store.release(list(buffer))
+            buffer.clear()
+
+    def release_all(self) -> None:
+        """Give every claimed but unstarted task back to the store."""
+        held = [t for buffer in self._buffers.values() for t in buffer]
+        for buffer in self._buffers.values():
+            buffer.clear()
+        if held:
+            self.store.release(held)
+
+    def yields(self) -> dict[str, tuple[float, int]]:
+        """Per kind: discounted value per request now, and requests made so far."""
+        return {k: (a.mean, a.total_requests) for k, a in self.arms.items()}

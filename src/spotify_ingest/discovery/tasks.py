@@ -1,0 +1,208 @@
+"""What each kind of task asks the API, and what its answer spawns.
+
+==================  ========================================  =================================
+kind                request                                   spawns
+==================  ========================================  =================================
+search              ``/search?type=artist,album,track``       pages / child queries (search.py)
+artist_albums       ``/artists/{id}/albums`` (every group)    album, next page
+album               ``/albums/{id}`` (first page of tracks)   album_tracks for the rest
+album_tracks        ``/albums/{id}/tracks``                   next page
+featured_playlists  ``/browse/featured-playlists``            playlist_items, next page
+categories          ``/browse/categories``                    category_playlists, next page
+category_playlists  ``/browse/categories/{id}/playlists``     playlist_items, next page
+new_releases        ``/browse/new-releases``                  album, next page
+playlist_items      ``/playlists/{id}/items``                 next page
+related             ``/artists/{id}/related-artists``         related (breadth-first)
+hydrate             ``/artists?ids=`` or ``/artists/{id}``    nothing
+==================  ========================================  =================================
+
+Every artist a response carries is stored; every artist seen also spawns its ``artist_albums`` and
+``related`` tasks when those kinds are enabled (the task key makes a second spawn a no-op). The
+strategies (``--strategy``) are sets of enabled kinds; see :data:`STRATEGY_KINDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..client import SpotifyClient
+from ..models import Album, Artist, Page, SimplifiedAlbum, SimplifiedArtist
+from ..store.base import Task, TaskOutcome, TaskSpec
+from .capabilities import Capabilities
+from .search import SEARCH_TYPES, SearchPlan
+
+__all__ = ["ENDPOINT_OF", "STRATEGY_KINDS", "TaskRunner"]
+
+ALL_GROUPS = ("album", "single", "compilation", "appears_on")
+
+# Which endpoint (capability name) each task kind needs.
+ENDPOINT_OF: dict[str, str] = {
+    "search": "search",
+    "artist_albums": "artist_albums",
+    "album": "album",
+    "album_tracks": "album_tracks",
+    "featured_playlists": "featured_playlists",
+    "categories": "categories",
+    "category_playlists": "category_playlists",
+    "new_releases": "new_releases",
+    "playlist_items": "playlist_items",
+    "related": "related_artists",
+    "hydrate": "artist",
+}
+
+STRATEGY_KINDS: dict[str, frozenset[str]] = {
+    # The seed's plan: featured playlists -> playlist items -> hydrate in 50s -> related BFS.
+    "seed": frozenset({"featured_playlists", "playlist_items", "hydrate", "related"}),
+    "search": frozenset({"search", "hydrate"}),
+    "albums": frozenset({"search", "artist_albums", "album", "album_tracks", "hydrate"}),
+    "auto": frozenset(ENDPOINT_OF),
+}
+
+
+def _next_offset(page: Page[Any]) -> int | None:
+    nxt = page.offset + page.limit
+    return nxt if page.next is not None and nxt < page.total and page.limit > 0 else None
+
+
+@dataclass
+class TaskRunner:
+    """Runs one task against the API and builds its :class:`TaskOutcome`."""
+
+    client: SpotifyClient
+    capabilities: Capabilities
+    search: SearchPlan
+    kinds: frozenset[str]
+
+    def enabled(self, kind: str) -> bool:
+        return kind in self.kinds and self.capabilities.has(ENDPOINT_OF[kind])
+
+    def _follow_artists(self, artists: Iterable[SimplifiedArtist]) -> list[TaskSpec]:
+        spawn: list[TaskSpec] = []
+        albums = self.enabled("artist_albums")
+        related = self.enabled("related")
+        if not (albums or related):
+            return spawn
+        for artist in artists:
+            if albums:
+                spawn.append(TaskSpec("artist_albums", {"artist": artist.id, "offset": 0}))
+            if related and isinstance(artist, Artist):
+                spawn.append(TaskSpec("related", {"artist": artist.id}))
+        return spawn
+
+    def _album_spawn(self, albums: Iterable[SimplifiedAlbum]) -> list[TaskSpec]:
+        if not self.enabled("album"):
+            return []
+        return [TaskSpec("album", {"album": a.id}) for a in albums]
+
+    async def run(self, task: Task, hydrate_ids: list[str] | None = None) -> TaskOutcome:
+        """Make the request(s) of ``task``; ``hydrate_ids`` narrows a hydration batch."""
+        p = task.params
+        kind = task.kind
+        artists: list[Artist | SimplifiedArtist] = []
+        spawn: list[TaskSpec] = []
+        if kind == "search":
+            limit = int(p["limit"])
+            result = await self.client.search(
+                str(p["q"]), types=SEARCH_TYPES, limit=limit, offset=int(p["offset"])
+            )
+            outcome, _roots = self.search.outcome(
+                str(p["q"]), int(p["offset"]), str(p["role"]), result
+            )
+            outcome.spawn = [*outcome.spawn, *self._follow_artists(outcome.artists)]
+            return outcome
+        if kind == "artist_albums":
+            limit = self.capabilities.limit("artist_albums")
+            page = await self.client.artist_albums(
+                str(p["artist"]), include_groups=ALL_GROUPS, limit=limit, offset=int(p["offset"])
+            )
+            for album in page.items:
+                artists.extend(album.artists)
+            spawn.extend(self._album_spawn(page.items))
+            nxt = _next_offset(page)
+            if nxt is not None:
+                spawn.append(TaskSpec("artist_albums", {"artist": p["artist"], "offset": nxt}))
+        elif kind == "album":
+            full_album: Album = await self.client.album(str(p["album"]))
+            artists.extend(full_album.artists)
+            if full_album.tracks is not None:
+                for track in full_album.tracks.items:
+                    artists.extend(track.artists)
+                nxt = _next_offset(full_album.tracks)
+                if nxt is not None and self.enabled("album_tracks"):
+                    spawn.append(TaskSpec("album_tracks", {"album": full_album.id, "offset": nxt}))
+        elif kind == "album_tracks":
+            limit = self.capabilities.limit("album_tracks", 50)
+            tracks = await self.client.album_tracks(
+                str(p["album"]), limit=limit, offset=int(p["offset"])
+            )
+            for track in tracks.items:
+                artists.extend(track.artists)
+            nxt = _next_offset(tracks)
+            if nxt is not None:
+                spawn.append(TaskSpec("album_tracks", {"album": p["album"], "offset": nxt}))
+        elif kind in ("featured_playlists", "category_playlists"):
+            limit = self.capabilities.limit(kind, 50)
+            if kind == "featured_playlists":
+                lists = await self.client.featured_playlists(limit=limit, offset=int(p["offset"]))
+            else:
+                lists = await self.client.category_playlists(
+                    str(p["category"]), limit=limit, offset=int(p["offset"])
+                )
+            if self.enabled("playlist_items"):
+                spawn.extend(
+                    TaskSpec("playlist_items", {"playlist": pl.id, "offset": 0})
+                    for pl in lists.items
+                )
+            nxt = _next_offset(lists)
+            if nxt is not None:
+                spawn.append(TaskSpec(kind, {**p, "offset": nxt}))
+        elif kind == "categories":
+            limit = self.capabilities.limit("categories", 50)
+            cats = await self.client.categories(limit=limit, offset=int(p["offset"]))
+            if self.enabled("category_playlists"):
+                spawn.extend(
+                    TaskSpec("category_playlists", {"category": c.id, "offset": 0})
+                    for c in cats.items
+                )
+            nxt = _next_offset(cats)
+            if nxt is not None:
+                spawn.append(TaskSpec("categories", {"offset": nxt}))
+        elif kind == "new_releases":
+            limit = self.capabilities.limit("new_releases", 50)
+            releases = await self.client.new_releases(limit=limit, offset=int(p["offset"]))
+            for album in releases.items:
+                artists.extend(album.artists)
+            spawn.extend(self._album_spawn(releases.items))
+            nxt = _next_offset(releases)
+            if nxt is not None:
+                spawn.append(TaskSpec("new_releases", {"offset": nxt}))
+        elif kind == "playlist_items":
+            limit = self.capabilities.limit("playlist_items", 50)
+            items = await self.client.playlist_items(
+                str(p["playlist"]), limit=limit, offset=int(p["offset"])
+            )
+            for item in items.items:
+                if item.track is not None:
+                    artists.extend(item.track.artists)
+            nxt = _next_offset(items)
+            if nxt is not None:
+                spawn.append(TaskSpec("playlist_items", {"playlist": p["playlist"], "offset": nxt}))
+        elif kind == "related":
+            artists.extend(await self.client.related_artists(str(p["artist"])))
+        elif kind == "hydrate":
+            ids = list(p["ids"]) if hydrate_ids is None else hydrate_ids
+            if not ids:
+                return TaskOutcome(requests=0)
+            if len(ids) > 1 and self.capabilities.has("artists"):
+                found = await self.client.artists(ids)
+                artists.extend(a for a in found if a is not None)
+            else:
+                for artist_id in ids:
+                    artists.append(await self.client.artist(artist_id))
+                return TaskOutcome(artists=artists, requests=len(ids))
+        else:  # pragma: no cover - kinds come from our own code
+            raise ValueError(f"unknown task kind {kind!r}")
+        spawn.extend(self._follow_artists(artists))
+        return TaskOutcome(artists=artists, spawn=spawn)

@@ -1,0 +1,171 @@
+"""Wiring for one ``spotify-ingest crawl``: store, controller, client, crawler, display, signals.
+
+Kept apart from :mod:`cli` so the CLI stays a thin layer of flags and exit codes, and apart from
+:mod:`crawler` so the engine knows nothing of terminals, signals or the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .client import SpotifyClient
+from .config import ClientSettings, Credentials
+from .crawler import Crawler, CrawlOptions
+from .display import CrawlDisplay
+from .errors import EXIT_SIGINT, EXIT_SIGTERM
+from .ratecontrol import RateController
+from .store.sqlite import SQLiteStore
+
+__all__ = ["CrawlRequest", "run_crawl"]
+
+SPOTIFY_WINDOW = 30.0
+
+
+@dataclass(frozen=True)
+class CrawlRequest:
+    """Everything ``crawl`` was asked to do (validated flags)."""
+
+    db: Path
+    simulate: bool = False
+    sim_artists: int = 20_000
+    sim_profile: str = "dev-2026"
+    sim_seed: int = 0
+    sim_limit: int | None = None
+    sim_window: float = 3.0
+    api_base: str | None = None
+    token_url: str | None = None
+    window: float | None = None
+    strategy: str = "auto"
+    max_requests: int | None = None
+    max_artists: int | None = None
+    duration: float | None = None
+    concurrency: int = 8
+    hydrate: bool = True
+    wait: bool = False
+    max_wait: float = 900.0
+    env_file: Path = Path(".env")
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    credentials: Credentials
+    api_base: str
+    token_url: str
+    window: float
+
+
+@contextlib.contextmanager
+def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
+    """The API to crawl: the simulator on a free loopback port, or Spotify (or --api-base)."""
+    if req.simulate:
+        from .sim.app import SimConfig
+        from .sim.server import SimServer
+
+        config = SimConfig(
+            artists=req.sim_artists,
+            seed=req.sim_seed,
+            profile=req.sim_profile,
+            limit=req.sim_limit,
+            window=req.sim_window,
+        )
+        with SimServer(config) as server:
+            yield _Endpoint(
+                credentials=Credentials(
+                    client_id=server.client_id, client_secret=server.client_secret
+                ),
+                api_base=server.api_base,
+                token_url=server.token_url,
+                window=req.window or req.sim_window,
+            )
+        return
+    settings = ClientSettings.from_env(env_file=req.env_file)
+    yield _Endpoint(
+        credentials=Credentials.from_env(env_file=req.env_file),
+        api_base=req.api_base or settings.api_base,
+        token_url=req.token_url or settings.token_url,
+        window=req.window or SPOTIFY_WINDOW,
+    )
+
+
+def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
+    """Run the crawl; returns the final report and the exit code a signal asks for (0: none)."""
+    with _endpoint(req) as endpoint, SQLiteStore(req.db) as store:
+        display = CrawlDisplay(target_artists=req.max_artists, target_requests=req.max_requests)
+        return asyncio.run(_crawl(req, endpoint, store, display))
+
+
+async def _crawl(
+    req: CrawlRequest, endpoint: _Endpoint, store: SQLiteStore, display: CrawlDisplay
+) -> tuple[dict[str, Any], int]:
+    client_id = endpoint.credentials.client_id
+    warm = Crawler.load_estimate(store, client_id, endpoint.api_base)
+    controller = RateController(
+        window=endpoint.window, warm_start=warm, max_concurrency=req.concurrency
+    )
+    options = CrawlOptions(
+        strategy=req.strategy,
+        concurrency=req.concurrency,
+        max_requests=req.max_requests,
+        max_artists=req.max_artists,
+        duration=req.duration,
+        hydrate=req.hydrate,
+    )
+    received: list[int] = []
+    async with SpotifyClient(
+        endpoint.credentials,
+        api_base=endpoint.api_base,
+        token_url=endpoint.token_url,
+        controller=controller,
+        max_wait=req.max_wait,
+        wait=req.wait,
+        on_wait=display.countdown,
+    ) as client:
+        crawler = Crawler(
+            store,
+            client,
+            controller,
+            options,
+            client_id=client_id,
+            api_base=endpoint.api_base,
+            on_progress=display,
+        )
+        loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+
+        def on_signal(signum: int) -> None:
+            received.append(signum)
+            if len(received) == 1:
+                crawler.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+            elif main_task is not None:  # a second signal: stop now, still committing
+                main_task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            with display:
+                report = await crawler.run()
+        except asyncio.CancelledError:
+            report = crawler.report()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+    code = 0
+    if received:
+        code = EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
+    summary = report.to_json()
+    summary["client"] = client.stats.as_dict()
+    print(
+        f"{report.stop_reason}: {report.artists:,} artists ({report.full:,} full), "
+        f"{report.new_artists:,} new this run, {report.requests:,} requests in "
+        f"{report.elapsed:.1f}s",
+        flush=True,
+    )
+    return summary, code
