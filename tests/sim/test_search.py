@@ -116,15 +116,31 @@ def test_errors_and_types(small: Catalog) -> None:
 )
 def test_free_words_exact_against_brute_force(small: Catalog, q: str) -> None:
     words = tokenize(q)
-    assert everything(small, q, "artist")[1] == brute_artists(
-        small, lambda i: words_match(small.artist_name(i), words)
-    )
-    assert everything(small, q, "album")[1] == brute_albums(
-        small, lambda j: words_match(small.album_name(j), words)
-    )
-    assert everything(small, q, "track")[1] == brute_tracks(
-        small, lambda k: words_match(small.track_name(k), words)
-    )
+    for kind, name_of, brute in (
+        ("artist", small.artist_name, brute_artists),
+        ("album", small.album_name, brute_albums),
+        ("track", small.track_name, brute_tracks),
+    ):
+        expected = exact_first(
+            brute(small, lambda x, name_of=name_of: words_match(name_of(x), words)), name_of, words
+        )
+        assert everything(small, q, kind)[1] == expected, kind
+
+
+def exact_first(
+    ranked_items: list[int], name_of: Callable[[int], str], words: Sequence[str]
+) -> list[int]:
+    """Relevance: items having every query word as a whole name word come first, stably."""
+    whole = [x for x in ranked_items if set(words) <= set(tokenize(name_of(x)))]
+    return whole + [x for x in ranked_items if x not in set(whole)]
+
+
+def test_whole_word_matches_rank_first(small: Catalog) -> None:
+    _, items = everything(small, "the", "artist")
+    flags = ["the" in tokenize(small.artist_name(i)) for i in items]
+    assert any(flags) and not all(flags), "both kinds of match exist"
+    first_partial = flags.index(False)
+    assert all(flags[:first_partial]) and not any(flags[first_partial:])
 
 
 def test_playlist_search(small: Catalog) -> None:
@@ -304,18 +320,18 @@ def test_album_and_track_filters(small: Catalog) -> None:
 
 
 def test_ranking_and_paging(small: Catalog) -> None:
-    total, found = everything(small, "a", "track")
+    total, found = everything(small, "mo", "track")
     pops = [small.track_popularity(k) for k in found]
-    assert pops == sorted(pops, reverse=True)
+    assert pops == sorted(pops, reverse=True), "no whole-word 'mo' track: pure popularity order"
     pages: list[int] = []
     for offset in range(0, total + 20, 10):
-        t, page = small.search("a", ["track"], offset, 10)["track"]
+        t, page = small.search("mo", ["track"], offset, 10)["track"]
         assert t == total
         pages.extend(page)
     assert pages == found
-    assert small.search("a", ["track"], total + 5, 10)["track"] == (total, [])
-    assert small.search("a", ["track"], 0, 0)["track"] == (total, [])
-    _, artists = everything(small, "a", "artist")
+    assert small.search("mo", ["track"], total + 5, 10)["track"] == (total, [])
+    assert small.search("mo", ["track"], 0, 0)["track"] == (total, [])
+    _, artists = everything(small, "zo", "artist")
     assert artists == sorted(artists), "artist index is the popularity rank"
 
 

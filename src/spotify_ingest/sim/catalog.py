@@ -1417,8 +1417,9 @@ class Catalog:
     ) -> dict[str, tuple[int, list[int]]]:
         """Per type: (exact total, indices of the page ``[offset, offset + limit)``).
 
-        Ranked by popularity, ties by index. Types: artist, album, track, playlist; other
-        Spotify types (show, episode, audiobook) give (0, []); anything else raises
+        Ranked by relevance, then popularity, ties by index: items with every free query word
+        as a whole name word first (see :meth:`_exact_first`). Types: artist, album, track,
+        playlist; other Spotify types (show, episode, audiobook) give (0, []); anything else raises
         :class:`SearchQueryError`, as does an empty or malformed query (see :mod:`search_index`).
         """
         parsed = self._parse(q)
@@ -1456,9 +1457,33 @@ class Catalog:
         hit = self._matches.get(key)
         if hit is not None:
             return hit
-        result = self._evaluate(t, parsed)
+        result = self._exact_first(t, parsed, self._evaluate(t, parsed))
         self._matches.put(key, result)
         return result
+
+    def _exact_first(self, t: str, parsed: ParsedQuery, ranks: Ranks) -> Ranks:
+        """Relevance before popularity: items having every free query word as a WHOLE name word
+        come first (Spotify ranks ``q=ab`` artist "AB" above "Abba"); each group by popularity.
+        """
+        if not parsed.words or t not in ("artist", "album", "track") or len(ranks) < 2:
+            return ranks
+        postings = {
+            "artist": self._artist_postings,
+            "album": self._album_postings,
+            "track": self._track_postings,
+        }[t]
+        exact = ranks
+        for word in parsed.words:
+            word_id = self._vocab.words.id_of(word)
+            if word_id is None:
+                return ranks
+            exact = intersect_sorted(exact, postings.range_set(word_id, word_id + 1))
+            if len(exact) == 0:
+                return ranks
+        if len(exact) == len(ranks):
+            return ranks
+        rest = np.setdiff1d(ranks, exact, assume_unique=True)
+        return np.concatenate([exact, rest]).astype(ranks.dtype, copy=False)
 
     def _n_items(self, t: str) -> int:
         return {"artist": self.n_artists, "album": self.n_albums, "track": self.n_tracks}.get(
