@@ -18,7 +18,7 @@ import pytest
 
 from spotify_ingest.errors import SchemaTooNewError, StoreError, UsageError
 from spotify_ingest.models import Artist, Image, SimplifiedArtist
-from spotify_ingest.store import is_postgres_url, open_store
+from spotify_ingest.store import LeaseLostError, is_postgres_url, open_store
 from spotify_ingest.store.base import CompletionResult, SearchNode, Task, TaskOutcome, TaskSpec
 from spotify_ingest.store.sqlite import SQLiteStore
 
@@ -116,7 +116,7 @@ def test_an_expired_lease_goes_to_another_worker_and_the_late_complete_is_refuse
     (retry,) = other.claim("k", 1)  # claim recovers expired leases by itself
     assert retry.id == task.id and retry.attempts == 2
     assert other.complete(retry, TaskOutcome(artists=[full(1, "Second")])).new_full == 1
-    with pytest.raises(StoreError, match="not leased by this worker"):
+    with pytest.raises(LeaseLostError, match="not leased by this worker"):
         slow.complete(
             task, TaskOutcome(artists=[full(1, "First"), simple(2)], spawn=[TaskSpec("x", {})])
         )
@@ -472,3 +472,29 @@ def test_a_first_big_batch_refused_does_not_break_the_next(
     with pytest.raises(StoreError, match="not leased"):
         s.complete(lost, TaskOutcome(artists=[simple(1), simple(2)]))
     assert s.complete(kept, TaskOutcome(artists=[simple(1), simple(2)])).new_simplified == 2
+
+
+def test_a_deadlock_between_workers_redoes_the_transaction(
+    monkeypatch: pytest.MonkeyPatch, open_pg: Callable[..., PostgresStore]
+) -> None:
+    from psycopg import errors as pg_errors
+
+    s = open_pg(worker_id="w")
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    calls: list[int] = []
+
+    def flaky(conn: Any) -> int:
+        calls.append(1)
+        conn.execute("INSERT INTO meta (key, value) VALUES ('k', '1')")
+        if len(calls) < 3:
+            raise pg_errors.DeadlockDetected("deadlock detected")
+        return len(calls)
+
+    assert s._write(flaky) == 3  # the first two attempts rolled back, the third committed
+    assert s.get_meta("k") == 1
+
+    def always(conn: Any) -> int:
+        raise pg_errors.SerializationFailure("could not serialize access")
+
+    with pytest.raises(StoreError, match="after 5 attempts"):
+        s._write(always)

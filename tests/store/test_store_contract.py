@@ -299,3 +299,15 @@ def test_failed_tasks_are_not_claimed_again(store: Any) -> None:
     store.fail(task, "NotFoundError: no such artist")
     assert store.claim("k", 1) == []
     assert store.task_counts()["k"] == {TaskState.FAILED.name.lower(): 1}
+
+
+def test_sqlite_users_do_not_need_psycopg(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from spotify_ingest.store import open_store; "
+        f"open_store({str(tmp_path / 'x.db')!r}).close(); "
+        "assert 'psycopg' not in sys.modules, 'psycopg imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

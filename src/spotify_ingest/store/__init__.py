@@ -11,15 +11,23 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import StoreError, UsageError
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
     from .sqlite import SQLiteStore
 
-__all__ = ["is_postgres_url", "open_store"]
+__all__ = ["LeaseLostError", "is_postgres_url", "open_store"]
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+class LeaseLostError(StoreError):
+    """A task's lease is no longer this worker's (it expired and was recovered, or was released).
+
+    Raised by ``PostgresStore.complete`` (nothing recorded) when another worker may have taken the
+    task over: drop the result and carry on, it is not a broken database.
+    """
 
 
 def is_postgres_url(db: str | os.PathLike[str]) -> bool:

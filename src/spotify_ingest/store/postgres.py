@@ -73,6 +73,7 @@ from psycopg.types.json import Jsonb
 
 from ..errors import StoreError, UsageError
 from ..models import Artist, Image, SimplifiedArtist
+from . import LeaseLostError
 from .base import (
     ArtistCounts,
     CompletionResult,
@@ -216,6 +217,8 @@ ORDER BY s.n
 ON CONFLICT (key) DO NOTHING
 """
 
+_LEASE_UNTIL = "clock_timestamp() + %s * interval '1 second'"  # the server's clock, not ours
+
 # Expired leases back to pending; SKIP LOCKED: a row locked now is being completed or renewed.
 _RECOVER = """
 UPDATE tasks SET state = 0, leased_by = NULL, lease_until = NULL
@@ -313,17 +316,21 @@ class PostgresStore:
         """One line, without the DSN's password."""
         lines = str(exc).strip().splitlines()
         text = lines[0].strip() if lines else type(exc).__name__
-        if getattr(self, "_password", ""):
-            text = text.replace(self._password, "***")
+        password = getattr(self, "_password", "")
+        if len(password) >= 4:  # libpq never echoes it; _scrub catches DSN-shaped text
+            text = text.replace(password, "***")
         return _scrub(text)
 
-    def _connect(self) -> Conn:
-        kwargs: dict[str, Any] = {"autocommit": True, "application_name": self._app_name()}
+    def _connect_kwargs(self, role: str = "") -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"application_name": f"spotify-ingest {self.worker_id}{role}"[:63]}
         with contextlib.suppress(psycopg.Error):
             if "connect_timeout" not in conninfo_to_dict(self._dsn):
                 kwargs["connect_timeout"] = self._connect_timeout
+        return kwargs
+
+    def _connect(self) -> Conn:
         try:
-            conn = psycopg.connect(self._dsn, **kwargs)
+            conn = psycopg.connect(self._dsn, autocommit=True, **self._connect_kwargs())
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self.where}: {self._message(exc)}"
@@ -335,9 +342,6 @@ class PostgresStore:
             conn.close()
             raise StoreError(f"cannot set up {self.where}: {self._message(exc)}") from None
         return conn
-
-    def _app_name(self) -> str:
-        return f"spotify-ingest {self.worker_id}"[:63]
 
     def _live(self) -> Conn:
         """The connection; a broken one (server restart, network) is replaced."""
@@ -381,9 +385,6 @@ class PostgresStore:
                 return fn(self._live())
             except psycopg.Error as exc:
                 raise StoreError(f"cannot read {self.where}: {self._message(exc)}") from None
-
-    def _lease_interval(self) -> str:
-        return "clock_timestamp() + %s * interval '1 second'"
 
     @property
     def backend_pid(self) -> int:
@@ -454,7 +455,7 @@ class PostgresStore:
                 "    ORDER BY priority DESC, id LIMIT %s FOR UPDATE SKIP LOCKED"
                 ") "
                 "UPDATE tasks AS t SET state = 1, attempts = t.attempts + 1, leased_at = %s, "
-                "    leased_by = %s, lease_until = " + self._lease_interval() + " "
+                "    leased_by = %s, lease_until = " + _LEASE_UNTIL + " "
                 "FROM picked WHERE t.id = picked.id "
                 "RETURNING t.id, t.kind, t.params, t.priority, t.attempts",
                 (kind, limit, time.time(), self.worker_id, self.lease_seconds),
@@ -478,7 +479,7 @@ class PostgresStore:
 
         def work(conn: Conn) -> set[int]:
             rows = conn.execute(
-                "UPDATE tasks AS t SET lease_until = " + self._lease_interval() + " "
+                "UPDATE tasks AS t SET lease_until = " + _LEASE_UNTIL + " "
                 "FROM unnest(%b::int8[], %b::int4[]) AS h(id, attempts) "
                 "WHERE t.id = h.id AND t.attempts = h.attempts AND t.state = 1 "
                 "    AND t.leased_by = %s "
@@ -513,8 +514,9 @@ class PostgresStore:
     def complete(self, task: Task, outcome: TaskOutcome) -> CompletionResult:
         """Record a finished task in one transaction, if this worker still holds its lease.
 
-        Raises :class:`StoreError` (and records nothing) when the lease is no longer this
-        worker's: it expired and was recovered (perhaps finished by another worker) or released.
+        Raises :class:`~spotify_ingest.store.LeaseLostError` (a :class:`StoreError`; nothing is
+        recorded) when the lease is no longer this worker's: it expired and was recovered (perhaps
+        finished by another worker) or it was released.
         """
         best: dict[str, Artist | SimplifiedArtist] = {}
         for artist in outcome.artists:
@@ -556,7 +558,7 @@ class PostgresStore:
                 if not isinstance(exc, psycopg.Error):
                     raise
                 if exc.sqlstate == LEASE_LOST_SQLSTATE:
-                    raise StoreError(
+                    raise LeaseLostError(
                         f"task {task.id} is not leased by this worker ({self.worker_id}): its "
                         "lease expired and was recovered, or it was released; nothing recorded"
                     ) from None
@@ -683,7 +685,7 @@ class PostgresStore:
         if self._closed:
             raise StoreError(f"the store for {self.where} is closed")
         try:
-            conn = psycopg.connect(self._dsn, application_name=self._app_name() + " reader")
+            conn = psycopg.connect(self._dsn, **self._connect_kwargs(" reader"))
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self.where}: {self._message(exc)}"
