@@ -105,14 +105,14 @@ def test_concurrent_claims_never_hand_out_a_task_twice(
 def test_an_expired_lease_goes_to_another_worker_and_the_late_complete_is_refused(
     pg_schema: PgSchema, open_pg: Callable[..., PostgresStore]
 ) -> None:
-    slow = open_pg(worker_id="slow", lease_seconds=0.2)
+    slow = open_pg(worker_id="slow", lease_seconds=0.5)
     other = open_pg(worker_id="other")
     other.recover_every = 0  # look for expired leases on every claim (default: once a second)
     slow.add_tasks([TaskSpec("k", {"n": 1})])
     (task,) = slow.claim("k", 1)
     assert other.recover_leases() == 0  # live lease: left alone
     assert other.claim("k", 1) == []
-    time.sleep(0.3)
+    time.sleep(0.6)
     (retry,) = other.claim("k", 1)  # claim recovers expired leases by itself
     assert retry.id == task.id and retry.attempts == 2
     assert other.complete(retry, TaskOutcome(artists=[full(1, "Second")])).new_full == 1
@@ -168,12 +168,12 @@ def test_recover_leases_takes_only_expired_ones(
 def test_renewing_keeps_a_lease_past_its_first_expiry(
     open_pg: Callable[..., PostgresStore],
 ) -> None:
-    a = open_pg(worker_id="A", lease_seconds=0.3)
+    a = open_pg(worker_id="A", lease_seconds=0.6)
     b = open_pg(worker_id="B")
     a.add_tasks([TaskSpec("k", {"n": n}) for n in range(2)])
     kept, dropped = a.claim("k", 2)
     for _ in range(3):
-        time.sleep(0.15)
+        time.sleep(0.25)
         assert a.renew_leases([kept]) == []
     assert b.recover_leases() == 1  # only the one not renewed
     (taken,) = b.claim("k", 5)
