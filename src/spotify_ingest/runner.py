@@ -58,6 +58,7 @@ class _Endpoint:
     api_base: str
     token_url: str
     window: float
+    settings: ClientSettings
 
 
 @contextlib.contextmanager
@@ -76,6 +77,7 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
         )
         with SimServer(config) as server:
             yield _Endpoint(
+                settings=ClientSettings.from_env(env_file=req.env_file),
                 credentials=Credentials(
                     client_id=server.client_id, client_secret=server.client_secret
                 ),
@@ -86,6 +88,7 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
         return
     settings = ClientSettings.from_env(env_file=req.env_file)
     yield _Endpoint(
+        settings=settings,
         credentials=Credentials.from_env(env_file=req.env_file),
         api_base=req.api_base or settings.api_base,
         token_url=req.token_url or settings.token_url,
@@ -121,6 +124,7 @@ async def _crawl(
         endpoint.credentials,
         api_base=endpoint.api_base,
         token_url=endpoint.token_url,
+        settings=endpoint.settings,
         controller=controller,
         max_wait=req.max_wait,
         wait=req.wait,
