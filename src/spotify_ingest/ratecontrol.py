@@ -1,0 +1,964 @@
+"""The adaptive rate controller: learns an unpublished rolling-window limit and paces just under it.
+
+The problem
+-----------
+Spotify counts the calls an app makes in a rolling window of ``W`` seconds (30 in production) and
+answers 429 past a limit ``L`` it never publishes and may change at any moment. The server keeps, in
+effect, a sliding log of the requests it ACCEPTED: a request is accepted iff fewer than ``L``
+accepted requests are in ``(now - W, now]``; refused requests are not counted; the 429 carries
+``Retry-After`` (whole seconds, >= 1, the time until the oldest logged request leaves the window,
+rounded up). A client that sends during a Retry-After is punished with penalties that double each
+time (hours), so every 429 costs the whole crawl ``Retry-After`` seconds of silence.
+
+The algorithm
+-------------
+1. **Exact self-accounting.** We keep our own sliding log: a deque of the tickets we sent whose
+   send time is within the last ``W + margin`` seconds, minus the ones the server refused (a
+   refused request is removed, exactly as the server does not count it). In-flight requests are
+   counted: the server will count them if it accepts them. ``margin`` is a small jitter allowance
+   (twice the mean deviation of the round-trip time, plus a learned extra after a 429 at a level
+   that used to pass) so that a request we send never reaches the server before the request it
+   "replaces" has left the server's window, although the two took different network paths.
+
+2. **Evidence, not guesses.** Each ticket remembers ``count_before``: how many of our counted
+   requests were in the exact window ``(sent - W, sent)`` when it left. A success proves
+   ``L >= count_before + 1`` (the server had room); a rate 429 proves ``L <= count_before`` (the
+   server's log was full). When a 429 arrives, the in-flight tickets sent after the refused one
+   had counted it, so their ``count_before`` is decremented: the server never logged it. The two
+   proofs give ``lower`` and ``upper``. Because we raise our count one request at a time (the
+   window count is capped, and the cap rises smoothly), the first 429 happens exactly at
+   ``count_before == L``: one refusal pins the limit, and lower == upper right after it, with no
+   bisection needed.
+
+3. **Pacing at the estimate.** The operating target ``E`` is a cap on our window count: a request
+   may leave only while fewer than ``E`` counted requests are in the last ``W + margin`` seconds,
+   and never closer than ``W / (E * k)`` after the previous one, with ``k`` a little above 1
+   (``1 + pace_allowance``). In steady state each request leaves as the one sent one window
+   earlier expires, so the sends keep the even spacing ``W / E`` and the server's log stays one
+   below full. After a pause the log has room for exactly the requests that expired during the
+   pause (not a whole fresh allowance); ``k`` grows with that room (bounded catch-up, at most
+   ``1 + pace_allowance + catchup_gain``) so the room is refilled in a fraction of a window instead
+   of being lost, without a burst.
+
+4. **Modes.**
+
+   * COLD (no estimate): ``E = max(initial_limit, 2 * lower)`` with ``k = 2``: the window count
+     doubles about every quarter window, so 600 per window is found in about 1.5 windows. The first
+     429 ends the ramp: ``upper = count_before``, then HOLD at ``lower``.
+   * HOLD: ``E = lower``. Successes at the cap keep confirming it.
+   * PROBE: ``E = lower + delta`` (gallop: ``delta`` = 1, 2, 4, ... doubling each time ``lower``
+     reaches the target) or ``E = upper`` when a fresh upper bound is above ``lower`` (the gap
+     after a drop: one step, since the count rises one request at a time). A 429 ends it.
+
+5. **Probing rarely and gently; evidence that fades.** The upper bound lives ``probe_interval``
+   windows; then it is dropped and a gallop starts at ``lower + 1``. A failed probe costs one 429
+   and a Retry-After of silence, so the interval is chosen from two budgets: the share of
+   throughput a failed probe may cost (``(RA / W)**2`` windows with bounded catch-up:
+   ``utilisation_budget``) and the share of requests that may be 429s (one refusal per probe:
+   ``refusal_budget``); it doubles after each probe that found nothing (up to
+   ``max_probe_windows``) and falls back to the minimum when a probe found a higher limit.
+   The lower bound is refreshed by every success at the cap; a 429 at a level below ``lower`` is
+   either jitter (just below: lower follows the 429 and ``margin`` grows) or a lower limit
+   (further below, or when ``lower`` has not been confirmed for two windows): then
+   ``E = floor(drop_factor * count_before)``, evidence from tickets sent before the refused one is
+   ignored, we wait until our count is below ``E``, and the gap up to the fresh upper bound is
+   probed as soon as ``E`` has been confirmed.
+
+6. **429 handling.** ``on_rate_limited`` pauses every waiter until ``now + Retry-After`` (taken
+   from our receipt of the 429, which is after the server issued it, so we never send inside its
+   block). A 429 without Retry-After pauses one window: after ``W`` every request the server had
+   logged has left it. The refused request is not counted and is replayed by the caller.
+
+Why not the usual suspects
+--------------------------
+* **botocore adaptive mode** (a CUBIC-shaped token bucket: on a throttle the rate is cut to 0.7x,
+  then regrows along a cubic curve back to and beyond the old maximum). It learns a rate, not a
+  window count, so it cannot tell that a 429 after a pause only means "the window is still full";
+  each cut loses 30 % for a while and each regrowth overshoots into another throttle (a sawtooth
+  whose mean is ~85 % of the limit, with a 429 per cycle), and its token bucket refills during the
+  pause and bursts. It has no notion of Retry-After penalties.
+* **AIMD** (+1 per interval, halve on loss) is the same sawtooth with a 50 % cut: mean ~75 %, a 429
+  every cycle by construction.
+* **Scrapy AutoThrottle** targets latency (delay = latency / target concurrency). A 429 is fast, so
+  it *speeds up* when refused; it ignores Retry-After (scrapy #3849, #4424, #6660).
+* **Google SRE client-side throttling** rejects locally with probability
+  ``max(0, (requests - K * accepts) / (requests + 1))``. It sheds load to protect an overloaded
+  backend and by design keeps sending (and being refused) at about ``1/K`` above capacity: with a
+  penalty on every early retry that is exactly what we must not do.
+
+Ours uses what those can't: the limit is a *count in a window we can replicate exactly*. So a 429
+tells us the limit itself (not just "too fast"), one 429 pins it, steady state runs at the limit
+with no sawtooth, a pause only costs the slots that expired during it, and probes are spaced by
+an explicit cost budget.
+
+Falls short where physics says so: with ``W <= 2`` seconds a 429 (Retry-After >= 1 s) costs a
+quarter window or more, so detecting a raised limit quickly and keeping >= 95 % utilisation
+conflict; likewise for small limits a single probe 429 is a large share of requests. The budgets
+above make that trade explicit.
+
+The core is synchronous and time-explicit (``try_acquire`` / ``ready_at`` / ``on_*``), so it can
+be driven on virtual time; ``acquire`` is the asyncio facade (FIFO, cancellation-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from spotify_ingest.clock import Clock, MonotonicClock
+
+__all__ = ["LimitEstimate", "RateController", "Ticket"]
+
+_INFLIGHT = 0
+_ACCEPTED = 1
+_REFUSED = 2
+_LOST = 3
+
+_COLD = 0
+_HOLD = 1
+_PROBE = 2
+_MODE_NAMES = ("cold", "hold", "probe")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitEstimate:
+    """What the controller believes about the limit, for display and storage.
+
+    ``limit`` is the count per window the controller operates at; ``lower`` is proven by
+    successes (``L >= lower``), ``upper`` by a 429 (``L <= upper``; None: unknown or expired);
+    ``window`` in seconds; ``observed_at`` in epoch seconds; ``samples`` is the number of
+    responses that carried evidence.
+    """
+
+    limit: int
+    lower: int
+    upper: int | None
+    window: float
+    observed_at: float
+    samples: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "version": 1,
+                "limit": self.limit,
+                "lower": self.lower,
+                "upper": self.upper,
+                "window": self.window,
+                "observed_at": self.observed_at,
+                "samples": self.samples,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> LimitEstimate:
+        """Parse :meth:`to_json` output; raises ``ValueError`` on anything else."""
+        try:
+            raw = json.loads(text)
+            upper = raw.get("upper")
+            est = cls(
+                limit=int(raw["limit"]),
+                lower=int(raw["lower"]),
+                upper=None if upper is None else int(upper),
+                window=float(raw["window"]),
+                observed_at=float(raw["observed_at"]),
+                samples=int(raw.get("samples", 0)),
+            )
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a stored limit estimate: {exc}") from exc
+        if est.limit < 1 or est.lower < 0 or est.window <= 0:
+            raise ValueError("not a stored limit estimate: non-positive limit or window")
+        return est
+
+
+class Ticket:
+    """A permit to send one request; hand it back through one of the ``on_*`` methods."""
+
+    __slots__ = ("count_before", "count_cap", "mode", "rtt", "sent_at", "seq", "state")
+
+    def __init__(
+        self, seq: int, sent_at: float, count_before: int, count_cap: int, mode: int
+    ) -> None:
+        self.seq = seq  # send order
+        self.sent_at = sent_at  # controller clock time
+        self.count_before = count_before  # our counted requests in (sent - W, sent)
+        self.count_cap = count_cap  # ... in (sent - W - margin, sent): what the cap compares
+        self.mode = mode  # the controller's mode when it left
+        self.state = _INFLIGHT
+        self.rtt = -1.0  # round-trip time once answered
+
+    def __repr__(self) -> str:
+        return f"Ticket(seq={self.seq}, sent_at={self.sent_at:.4f}, count={self.count_before})"
+
+
+class _Waiter:
+    __slots__ = ("fut",)
+
+    def __init__(self) -> None:
+        self.fut: asyncio.Future[None] | None = None
+
+
+class RateController:
+    """Learns the unknown rolling-window limit, paces requests under it and pauses on 429.
+
+    Not thread-safe: one event loop (or one virtual-time driver) owns it.
+    """
+
+    def __init__(
+        self,
+        window: float = 30.0,
+        *,
+        warm_start: LimitEstimate | None = None,
+        max_concurrency: int = 16,
+        clock: Clock | None = None,
+        initial_limit: int = 4,
+        pace_allowance: float = 0.05,
+        catchup: float = 2.25,
+        quiet_share: float = 1.0 / 3.0,
+        arrival_share: float = 0.25,
+        drop_factor: float = 0.7,
+        utilisation_budget: float = 0.01,
+        refusal_budget: float = 0.002,
+        min_probe_windows: float = 2.0,
+        max_probe_windows: float = 6.0,
+        default_retry_after: float | None = None,
+    ) -> None:
+        if window <= 0:
+            raise ValueError("window must be positive")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self._clock: Clock = clock or MonotonicClock()
+        self._w = float(window)
+        self._max_conc = max_concurrency
+        self._initial = max(1, initial_limit)
+        self._alpha = pace_allowance
+        self._catchup = catchup
+        self._quiet_share = quiet_share
+        self._share = arrival_share
+        self._beta = drop_factor
+        self._util_budget = utilisation_budget
+        self._refusal_budget = refusal_budget
+        self._min_probe = min_probe_windows
+        self._max_probe = max_probe_windows
+        self._default_ra = self._w if default_retry_after is None else default_retry_after
+
+        # Our sliding log: counted tickets (in flight, accepted or lost; refused ones are removed),
+        # oldest first, kept a little longer than W + margin to estimate the server's count in
+        # arrival order. The first ``_old`` were sent at or before now - W - margin (out of the
+        # cap's window), the first ``_edge`` at or before now - W (out of the exact window).
+        self._log: deque[Ticket] = deque()
+        self._old = 0
+        self._edge = 0
+        self._seq = 0
+        self._inflight = 0
+        self._last_send = -math.inf
+        self._next_send = -math.inf  # pacing: earliest time of the next send
+        self._paused_until = -math.inf
+        self._pause_started = -math.inf  # receipt of the latest 429 that was not an echo
+
+        # Evidence, in counts over the exact window (what the server counts).
+        self._lo = 0  # L >= lo (proven by a success)
+        self._lo_at = -math.inf  # last time the operating cap was reached and passed
+        self._hi: int | None = None  # L <= hi (proven by a 429)
+        self._hi_expires = math.inf
+        self._epoch = 0  # tickets with seq < epoch carry no evidence
+        self._samples = 0
+        self._last_ra = 1.0
+        self._last_jitter_at = -math.inf
+
+        # Policy.
+        self._mode = _COLD
+        self._target = self._initial  # E: the cap on our window count
+        self._galloping = False  # PROBE above lo (True) or up to a live upper bound (False)
+        self._delta = 1  # gallop step
+        self._probe_k = 1.0 + pace_allowance  # pacing factor above lo while probing
+        self._next_probe_at = math.inf
+        self._aligned = False  # the due probe was moved to the start of the quiet stretch
+        self._gap_pending = False  # decide about probing at the next pass at the cap ...
+        self._confirm_seq = 0  # ... by a ticket at least this recent
+        self._gap_any = False  # ... and fill any gap up to the upper bound, however small
+
+        # The quiet stretch: a part of the window (one Retry-After long, at most quiet_share * W)
+        # in which HOLD sends nothing. It comes back every W + margin, following our own pattern.
+        # Probes start at it, so the pause after a failed probe costs (almost) nothing.
+        self._q_len = 0.0  # 0: none
+        self._q_from = math.inf
+        self._q_to = -math.inf
+        self._q_last_send = -math.inf  # the last send before the coming stretch
+
+        # Round-trip times -> jitter margin.
+        self._rtt_n = 0
+        self._rtt_mean = 0.0
+        self._rtt_dev = 0.0
+        self._rtt_lo = 0.0  # running ~2nd percentile
+        self._rtt_hi = 0.0  # running ~98th percentile
+        self._rtt_min = math.inf
+        self._rtt_max = 0.0
+        self._margin_extra = 0.0  # learned from 429s at a cap that kept passing
+        self._margin_extra_at = 0.0
+        self._margin = min(0.05, 0.02 * self._w)
+        self._retain = 0.0  # how much longer than W + margin the log is kept
+
+        self._waiters: deque[_Waiter] = deque()
+        #: Recent 429s as ``(clock time, kind)``; kind is "cold" (end of the ramp), "probe",
+        #: "jitter" (at a cap that kept passing), "drop" (below it: the limit went down) or "echo"
+        #: (sent before the pause that the first 429 started). For diagnostics and tests.
+        self.refusals: deque[tuple[float, str]] = deque(maxlen=4096)
+        self.probes = 0  # probes started
+
+        if warm_start is not None:
+            self._apply_warm_start(warm_start)
+
+    # ------------------------------------------------------------------ public properties
+
+    @property
+    def window(self) -> float:
+        return self._w
+
+    @property
+    def paused_until(self) -> float:
+        """Clock time until which nothing may be sent (-inf when never paused)."""
+        return self._paused_until
+
+    @property
+    def in_flight(self) -> int:
+        return self._inflight
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._max_conc
+
+    @property
+    def target(self) -> int:
+        """The current cap on our window count (the operating estimate, or a probe above it)."""
+        return self._target
+
+    @property
+    def margin(self) -> float:
+        """The jitter allowance added to the window when deciding whether a slot is free."""
+        return self._margin
+
+    @property
+    def mode(self) -> str:
+        return _MODE_NAMES[self._mode]
+
+    def window_count(self, now: float | None = None) -> int:
+        """Our counted requests sent in the exact last window ``(now - W, now]``."""
+        self._advance(self._clock.now() if now is None else now)
+        return len(self._log) - self._edge
+
+    def estimate(self) -> LimitEstimate:
+        limit = self._lo if self._lo > 0 else self._target
+        if self._hi is not None:
+            limit = min(limit, self._hi)
+        return LimitEstimate(
+            limit=max(1, limit),
+            lower=self._lo,
+            upper=self._hi,
+            window=self._w,
+            observed_at=time.time(),
+            samples=self._samples,
+        )
+
+    # ------------------------------------------------------------------ synchronous core
+
+    def try_acquire(self, now: float | None = None) -> Ticket | None:
+        """A ticket if a request may leave now, else None (see :meth:`ready_at`)."""
+        if now is None:
+            now = self._clock.now()
+        if self._inflight >= self._max_conc or now < self._paused_until or now < self._next_send:
+            return None
+        if now >= self._next_probe_at:
+            self._start_probe(now)
+        mode = self._mode
+        if self._q_len:
+            if now >= self._q_to:
+                self._roll_quiet(now)
+            if now < self._q_from:
+                self._q_last_send = now
+            elif mode == _HOLD:
+                return None
+        log = self._log
+        self._advance(now)
+        n = len(log) - self._old
+        count = len(log) - self._edge
+        target = self._target
+        # HOLD and COLD cap the count over W + margin (jitter-safe); PROBE caps the exact window
+        # so that the server's count really rises to the level being tested.
+        capped = count if mode == _PROBE else n
+        if capped >= target:
+            return None
+        self._seq += 1
+        ticket = Ticket(self._seq, now, count, n, mode)
+        log.append(ticket)
+        self._inflight += 1
+        self._last_send = now
+        if mode == _COLD:
+            k = 2.0
+        elif mode == _PROBE and count >= self._lo:
+            k = self._probe_k
+        elif capped + 1 < target:
+            k = self._catchup  # refill what a pause left empty, follow a dense stretch
+        else:
+            k = self._hold_k()
+        self._next_send = now + self._w / (target * k)
+        return ticket
+
+    def ready_at(self, now: float | None = None) -> float:
+        """Earliest clock time at which :meth:`try_acquire` may succeed, concurrency aside."""
+        if now is None:
+            now = self._clock.now()
+        t = max(now, self._paused_until, self._next_send)
+        if now >= self._next_probe_at:
+            self._start_probe(now)
+        self._advance(now)
+        log = self._log
+        if self._mode == _PROBE:
+            excess = len(log) - self._edge - self._target
+            if excess >= 0:
+                t = max(t, log[self._edge + excess].sent_at + self._w)
+        else:
+            excess = len(log) - self._old - self._target
+            if excess >= 0:
+                t = max(t, log[self._old + excess].sent_at + self._w + self._margin)
+            if self._q_len and self._mode == _HOLD:
+                if now >= self._q_to:
+                    self._roll_quiet(now)
+                if self._q_from <= t < self._q_to:
+                    t = self._q_to
+        if self._next_probe_at < t:
+            # Wake up to start the probe (which lifts the cap and the quiet stretch).
+            t = max(now, self._paused_until, self._next_send, self._next_probe_at)
+        return t
+
+    def has_capacity(self) -> bool:
+        return self._inflight < self._max_conc
+
+    def on_success(self, ticket: Ticket, now: float | None = None) -> None:
+        """The request got a response other than a 429 (4xx and 5xx too: it reached the server)."""
+        if ticket.state != _INFLIGHT:
+            return
+        if now is None:
+            now = self._clock.now()
+        ticket.state = _ACCEPTED
+        self._inflight -= 1
+        ticket.rtt = now - ticket.sent_at
+        self._observe_rtt(ticket.rtt, now)
+        if ticket.seq >= self._epoch:
+            self._samples += 1
+            # The server had room: L >= its count + 1. Only cold and probe requests can raise the
+            # lower bound, so only they pay for the estimate in arrival order.
+            if ticket.mode == _HOLD:
+                c = ticket.count_before + 1
+            else:
+                c = self._server_count(ticket, now) + 1
+            if c > self._lo:
+                self._lo = c
+                self._lo_at = now
+                if self._hi is not None and c > self._hi:
+                    self._hi = None  # the limit went up since that 429
+                    self._hi_expires = math.inf
+                self._retarget(now)
+            if ticket.mode == _HOLD and ticket.count_cap + 1 >= self._target:
+                # The cap was reached and passed: the operating level is confirmed.
+                self._lo_at = now
+                if self._gap_pending and ticket.seq >= self._confirm_seq:
+                    self._confirmed(now)
+        if self._waiters:
+            self._wake_head()
+
+    def on_rate_limited(
+        self, ticket: Ticket, retry_after: float | None, now: float | None = None
+    ) -> None:
+        """A 429 of the rolling-window kind. Pauses everyone; the caller replays the request."""
+        if ticket.state != _INFLIGHT:
+            return
+        if now is None:
+            now = self._clock.now()
+        ticket.state = _REFUSED
+        self._inflight -= 1
+        ticket.rtt = now - ticket.sent_at
+        self._observe_rtt(ticket.rtt, now)
+        self._advance(now)
+        refused_at = self._server_count(ticket, now)  # L <= this
+        ra_bounds = None
+        if retry_after is not None and 2 <= retry_after <= self._w:
+            ra_bounds = self._retry_after_bounds(ticket, refused_at, float(retry_after), now)
+        self._uncount(ticket, now)
+        ra = self._default_ra if retry_after is None or retry_after < 0 else float(retry_after)
+        if retry_after is not None and retry_after > 0:
+            self._last_ra = float(retry_after)
+        # A refusal of a request sent before the current pause began is an echo of the 429 that
+        # started it (it was in flight): same full window, no news.
+        echo = ticket.sent_at < self._pause_started
+        if not echo:
+            self._pause_started = now
+        # + 1 ms: our clock and the server's second boundaries need not agree exactly.
+        self._paused_until = max(self._paused_until, now + ra + 0.001)
+        if ticket.seq >= self._epoch and not echo:
+            self._samples += 1
+            kind = self._learn_refusal(ticket, refused_at, ra_bounds, now)
+            self.refusals.append((now, kind))
+        else:
+            self.refusals.append((now, "echo"))
+        if self._waiters:
+            self._wake_head()
+
+    def on_no_response(self, ticket: Ticket, now: float | None = None) -> None:
+        """Transport failure. It stays counted in our window (the server may have seen it)."""
+        if ticket.state != _INFLIGHT:
+            return
+        ticket.state = _LOST
+        self._inflight -= 1
+        if self._waiters:
+            self._wake_head()
+
+    def on_quota_exceeded(
+        self, ticket: Ticket, retry_after: float | None, now: float | None = None
+    ) -> None:
+        """A 429 with reason QUOTA_EXCEEDED: no evidence about the window; pauses everyone."""
+        if ticket.state != _INFLIGHT:
+            return
+        if now is None:
+            now = self._clock.now()
+        ticket.state = _LOST
+        self._inflight -= 1
+        ra = self._default_ra if retry_after is None or retry_after < 0 else float(retry_after)
+        self._paused_until = max(self._paused_until, now + ra + 0.001)
+        if self._waiters:
+            self._wake_head()
+
+    def release(self, ticket: Ticket) -> None:
+        """Give back a ticket whose request was never sent (e.g. the caller was cancelled)."""
+        if ticket.state != _INFLIGHT:
+            return
+        ticket.state = _LOST
+        self._inflight -= 1
+        self._uncount(ticket, self._clock.now())
+        if self._waiters:
+            self._wake_head()
+
+    # ------------------------------------------------------------------ async facade
+
+    async def acquire(self) -> Ticket:
+        """Wait (FIFO) for the pause, a pacing slot and a concurrency slot; return a ticket."""
+        if not self._waiters:
+            ticket = self.try_acquire()
+            if ticket is not None:
+                return ticket
+        me = _Waiter()
+        self._waiters.append(me)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                if self._waiters[0] is me:
+                    now = self._clock.now()
+                    ticket = self.try_acquire(now)
+                    if ticket is not None:
+                        self._waiters.popleft()
+                        if self._waiters:
+                            self._wake_head()
+                        return ticket
+                    if self._inflight >= self._max_conc:
+                        me.fut = loop.create_future()
+                        await me.fut
+                    else:
+                        await self._clock.sleep(self.ready_at(now) - now)
+                else:
+                    me.fut = loop.create_future()
+                    await me.fut
+        except BaseException:
+            was_head = bool(self._waiters) and self._waiters[0] is me
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(me)
+            if was_head and self._waiters:
+                self._wake_head()
+            raise
+
+    @contextlib.asynccontextmanager
+    async def permit(self) -> AsyncIterator[Ticket]:
+        """``async with rc.permit() as t:`` releases the ticket if the body reports no outcome."""
+        ticket = await self.acquire()
+        try:
+            yield ticket
+        finally:
+            if ticket.state == _INFLIGHT:
+                self.on_no_response(ticket)
+
+    # ------------------------------------------------------------------ internals
+
+    def _wake_head(self) -> None:
+        fut = self._waiters[0].fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _advance(self, now: float) -> None:
+        log = self._log
+        n = len(log)
+        cut = now - self._w
+        edge = self._edge
+        while edge < n and log[edge].sent_at <= cut:
+            edge += 1
+        cut -= self._margin
+        old = self._old
+        while old < edge and log[old].sent_at <= cut:
+            old += 1
+        while old and log[old - 1].sent_at > cut:  # the margin grew
+            old -= 1
+        cut -= self._retain
+        while old and log[0].sent_at <= cut:
+            log.popleft()
+            old -= 1
+            edge -= 1
+        self._edge = edge
+        self._old = old
+
+    def _server_count(self, r: Ticket, now: float) -> int:
+        """Our requests the server had logged when ``r`` reached it, estimated in arrival order.
+
+        A request reaches the server about half its round trip after it leaves. Requests sent
+        just before ``r`` may arrive after it, and some sent just after it may overtake it; at
+        the far end some sent just inside ``r``'s window had already left the server's. Counting
+        by estimated arrival (send + rtt / 2) instead of by send time removes most of that noise.
+        """
+        log = self._log
+        share = self._share
+        arrive = r.sent_at + share * (r.rtt if r.rtt >= 0 else self._rtt_mean)
+        start = arrive - self._w
+        half = share * max(self._rtt_hi, self._rtt_mean)
+        mean = self._rtt_mean
+        out = 0
+        n = len(log)
+        i = 0
+        while i < n:
+            t = log[i]
+            if t.sent_at > start:
+                break
+            rtt = t.rtt if t.rtt >= 0 else max(mean, now - t.sent_at)
+            if t.sent_at + share * rtt <= start:
+                out += 1
+            i += 1
+        j = n - 1
+        seen = False
+        while j >= i:
+            t = log[j]
+            if t is r:
+                seen = True
+                out += 1
+            elif t.sent_at <= arrive - half:
+                break
+            else:
+                rtt = t.rtt if t.rtt >= 0 else max(mean, now - t.sent_at)
+                if t.sent_at + share * rtt >= arrive:
+                    out += 1  # reached the server after r
+            j -= 1
+        if not seen and n and log[i if i < n else n - 1].sent_at <= r.sent_at:
+            out += 1  # r is in the log, among those counted wholesale
+        return max(0, n - out)
+
+    def _uncount(self, ticket: Ticket, now: float) -> None:
+        """Remove a refused (or unsent) ticket from our log: the server never logged it."""
+        self._advance(now)
+        log = self._log
+        # It is almost always among the newest entries: search from the right.
+        for i in range(len(log) - 1, -1, -1):
+            t = log[i]
+            if t is ticket:
+                del log[i]
+                if i < self._edge:
+                    self._edge -= 1
+                if i < self._old:
+                    self._old -= 1
+                break
+            if t.state == _INFLIGHT and t.seq > ticket.seq:
+                t.count_before -= 1  # it had counted the refused one
+                t.count_cap -= 1
+
+    def _retry_after_bounds(
+        self, r: Ticket, count: int, retry_after: float, now: float
+    ) -> tuple[int, int] | None:
+        """Bounds on L from a Retry-After that says when there will be room for one more.
+
+        Such a Retry-After is ``ceil(t - arrival)`` where ``t`` is when the ``(count - L)``-th
+        oldest logged request leaves the window, so ``count - L + 1`` of our ``count`` requests
+        in the window leave between ``arrival + RA - 1`` and ``arrival + RA``. (A server that
+        answers "until the oldest leaves" says RA = 1 here and this is not used.)
+        """
+        arrive = r.sent_at + self._share * (r.rtt if r.rtt >= 0 else self._rtt_mean)
+        start = arrive - self._w
+        mean = self._rtt_mean
+        gone_early = gone_late = 0  # ours in the window that leave by arrive + RA - 1 / + RA
+        for t in self._log:
+            if t is r:
+                continue
+            rtt = t.rtt if t.rtt >= 0 else max(mean, now - t.sent_at)
+            a = t.sent_at + self._share * rtt
+            if a <= start:
+                continue
+            if a >= arrive:
+                break
+            if a <= start + retry_after:
+                gone_late += 1
+                if a <= start + retry_after - 1.0:
+                    gone_early += 1
+        return max(1, count + 1 - gone_late), max(1, count - gone_early)
+
+    def _observe_rtt(self, rtt: float, now: float) -> None:
+        if rtt < 0:
+            return
+        n = self._rtt_n
+        if rtt > self._rtt_max:
+            self._rtt_max = rtt
+        if rtt < self._rtt_min:
+            self._rtt_min = rtt
+        if n == 0:
+            self._rtt_mean = self._rtt_lo = self._rtt_hi = rtt
+            self._rtt_dev = rtt / 4
+        else:
+            err = rtt - self._rtt_mean
+            self._rtt_mean += err / 16
+            self._rtt_dev += (abs(err) - self._rtt_dev) / 16
+            step = self._rtt_dev / 4
+            # Stochastic quantile tracking (~2nd and ~98th percentiles).
+            self._rtt_lo += step * (0.02 if rtt > self._rtt_lo else -0.98)
+            self._rtt_hi += step * (0.98 if rtt > self._rtt_hi else -0.02)
+        self._rtt_n = n + 1
+        if n < 32 or n % 8 == 0:
+            self._update_margin(now)
+
+    def _update_margin(self, now: float) -> None:
+        """Margin = half the spread of round-trip times (one-way jitter) + learned extra."""
+        if self._margin_extra:
+            # The learned part halves every 20 windows without a jitter 429.
+            self._margin_extra *= 0.5 ** ((now - self._margin_extra_at) / (20.0 * self._w))
+            self._margin_extra_at = now
+        spread = max(self._rtt_hi - self._rtt_lo, 2.0 * self._rtt_dev)
+        if self._rtt_n < 64:  # few samples: the range seen so far
+            spread = max(spread, self._rtt_max - self._rtt_min)
+        # Never less than what costs 0.3 % of throughput (generous when the window is long).
+        self._margin = min(
+            0.1 * self._w, max(0.003 * self._w, 0.5 * spread + 0.001 + self._margin_extra)
+        )
+        self._retain = min(self._w, 1.5 * max(self._rtt_hi, self._rtt_mean))
+
+    def _keep_quiet(self) -> None:
+        """A probe's pause leaves a hole in our pattern: keep it as the quiet stretch."""
+        ra = self._last_ra
+        if (
+            self._q_len
+            or self._quiet_share <= 0
+            or ra > 2.0
+            or self._w / max(1, self._lo) > 0.25 * ra  # sends are sparser than that anyway
+        ):
+            return
+        self._q_len = min(0.98 * ra, self._quiet_share * self._w)
+        self._q_last_send = self._last_send
+        self._q_from = math.inf
+        self._q_to = -math.inf
+
+    def _hold_k(self) -> float:
+        """Pacing factor in HOLD: even spacing over the part of the window outside the stretch."""
+        return (1.0 + self._alpha) * self._w / (self._w - self._q_len)
+
+    def _probe_interval(self) -> float:
+        """Windows between regular probes, from the throughput and 429 budgets."""
+        if self._q_len:
+            cost = max(0.0, self._last_ra - self._q_len) / self._w + 0.02
+        else:
+            cost = (self._last_ra / self._w) ** 2
+        by_util = cost / self._util_budget
+        by_refusals = 1.0 / (self._refusal_budget * max(1, self._lo))
+        return min(self._max_probe, max(self._min_probe, by_util, by_refusals))
+
+    def _schedule_probe(self, now: float) -> None:
+        """Regular probe after the budgeted interval; the upper bound lives until then."""
+        self._gap_pending = False
+        self._next_probe_at = now + self._probe_interval() * self._w
+        self._hi_expires = self._next_probe_at
+
+    def _await_confirmation(self) -> None:
+        """Decide about probing once a request sent from now on passes at the cap."""
+        self._gap_pending = True
+        self._confirm_seq = self._seq + 1
+        self._next_probe_at = math.inf
+        self._hi_expires = math.inf
+
+    def _confirmed(self, now: float) -> None:
+        hi = self._hi
+        need = 0 if self._gap_any or hi is None else max(1, math.ceil(0.02 * hi))
+        self._gap_any = False
+        if hi is not None and hi - self._lo > need:
+            self._gap_pending = False
+            self._next_probe_at = now  # fill the gap: one step up to the fresh upper bound
+            self._hi_expires = math.inf
+        else:
+            self._schedule_probe(now)
+
+    def _roll_quiet(self, now: float) -> None:
+        """Move the quiet stretch to its next replay, one window after the last send before it."""
+        shift = self._w + self._margin
+        # Just after the replay of the last send before the stretch (that one must still go).
+        start = self._q_last_send + shift + 0.5 * self._w / max(1, self._target)
+        while start + self._q_len <= now:
+            start += shift
+        self._q_from = start
+        self._q_to = start + self._q_len
+
+    def _start_probe(self, now: float) -> None:
+        self._next_probe_at = math.inf
+        hi = self._hi
+        gap = hi is not None and now < self._hi_expires and hi > self._lo
+        if self._q_len and not gap and not self._aligned:
+            if now >= self._q_to:
+                self._roll_quiet(now)
+            # Start early enough that the probe request reaches the server as the stretch begins:
+            # the ramp (the requests the margin keeps out of our cap) plus one round trip.
+            ramp = (self._edge - self._old + 2) * self._w / (self._target * self._hold_k())
+            start = self._q_from - ramp - self._rtt_mean
+            if start + 0.05 * self._q_len < now:  # too late for this one: the next one
+                start += self._w + self._margin
+            if start > now:
+                self._aligned = True
+                self._next_probe_at = start
+                self._hi_expires = max(self._hi_expires, start)
+                return
+        self._aligned = False
+        self._mode = _PROBE
+        self.probes += 1
+        if gap:
+            assert hi is not None
+            self._galloping = False
+            self._target = hi
+            self._probe_k = 1.0 + max(self._alpha, (hi - self._lo) / hi)
+            return
+        self._hi = None
+        self._hi_expires = math.inf
+        self._galloping = True
+        self._delta = 1
+        self._target = self._lo + 1
+        self._probe_k = 1.0 + max(self._alpha, 4.0 / self._target)
+
+    def _hold(self) -> None:
+        self._mode = _HOLD
+        self._target = max(1, self._lo)
+
+    def _retarget(self, now: float) -> None:
+        lo = self._lo
+        mode = self._mode
+        if mode == _COLD:
+            self._target = max(self._initial, 2 * lo)
+        elif mode == _HOLD:
+            self._target = max(1, lo)
+        elif self._galloping:
+            while lo >= self._target:  # the last step passed: double the next one
+                self._delta *= 2
+                self._target = lo + self._delta
+            self._probe_k = 1.0 + max(self._alpha, 4.0 * self._delta / self._target)
+        elif lo >= self._target:  # gap filled up to the upper bound without a 429
+            self._hold()
+            self._schedule_probe(now)
+
+    def _learn_refusal(
+        self, ticket: Ticket, refused_at: int, ra_bounds: tuple[int, int] | None, now: float
+    ) -> str:
+        m = max(1, refused_at)  # L <= m (server units: the exact window)
+        lo = self._lo
+        # How far our count may stray from the server's (reordering within the jitter margin).
+        slack = max(2, math.ceil(0.01 * lo), math.ceil(2.0 * lo / self._w * self._margin))
+        if self._hi is None or m < self._hi or now >= self._hi_expires:
+            self._hi = m
+        if ra_bounds is not None and ra_bounds[1] < lo - slack and ticket.mode != _COLD:
+            # The Retry-After said when there will be room; our log says how many of ours will
+            # have left by then: the limit went down, to about this.
+            self._lo = max(1, min(ra_bounds[0], m - 1))
+            self._hi = max(self._lo, ra_bounds[1])
+            self._lo_at = now
+            self._epoch = ticket.seq + 1
+            self._hold()
+            self._await_confirmation()
+            self._gap_any = True
+            return "drop"
+        if ticket.mode == _COLD:
+            if self._mode == _COLD:
+                # The end of the ramp. At the ramp's rate our count and the server's differ by
+                # up to rate * jitter (requests overtake each other), so take the bounds loosely,
+                # ignore every request still in flight, and let the gap probe pin the limit.
+                noise = round(2.0 * self._target / self._w * self._margin)
+                self._hi = m + noise
+                self._lo = max(1, min(lo, m) - noise)
+                self._epoch = self._seq + 1
+                self._hold()
+                self._await_confirmation()
+            return "cold"
+        if ticket.mode == _PROBE or self._mode == _PROBE:
+            if m >= lo - slack:
+                self._keep_quiet()
+                # The ceiling. Hold at the count that was refused, less what our estimate of the
+                # server's count may be off by at the local rate; the tickets in flight were
+                # sent above it and prove nothing more.
+                noise = math.floor(0.1 * self._rtt_mean * self._target * self._hold_k() / self._w)
+                self._lo = max(1, min(lo, m - noise))
+                self._epoch = self._seq + 1
+                if self._mode == _PROBE:
+                    self._hold()
+                    self._await_confirmation()
+                return "probe"
+        elif m >= lo - slack:
+            # At the cap. If the cap kept passing, this is jitter beyond our margin (or the first
+            # sign of a lower limit: the next request after the pause, further below, tells):
+            # widen the margin. If it had not passed since it was set, or this happens again
+            # soon, the lower bound was optimistic: step it down.
+            if now - self._lo_at <= 2.0 * self._w:
+                spread = max(self._rtt_hi - self._rtt_lo, 2.0 * self._rtt_dev, 0.001)
+                self._margin_extra = min(2.0 * spread, self._margin_extra + 0.25 * spread)
+                self._margin_extra_at = now
+                self._update_margin(now)
+            if now - self._lo_at > 2.0 * self._w or now - self._last_jitter_at < 3.0 * self._w:
+                self._lo = max(1, min(lo - 1, m))
+                self._target = self._lo
+            self._last_jitter_at = now
+            self._epoch = self._seq + 1
+            return "jitter"
+        # The limit went down: cut, forget what was sent before, refill the gap once confirmed.
+        self._lo = max(1, math.floor(self._beta * min(m, ticket.count_cap)))
+        self._lo_at = now
+        self._epoch = ticket.seq + 1
+        self._hold()
+        self._await_confirmation()
+        self._gap_any = True
+        return "drop"
+
+    def _apply_warm_start(self, est: LimitEstimate) -> None:
+        scale = self._w / est.window if est.window > 0 else 1.0
+        known = max(1, round(max(1, min(est.limit, est.lower or est.limit)) * scale))
+        self._lo = max(1, known - max(1, math.ceil(0.05 * known)))
+        self._lo_at = self._clock.now()
+        self._hi = known if est.upper is None else max(1, round(est.upper * scale))
+        self._hold()
+        self._await_confirmation()
+        self._confirm_seq = 0
+        self._gap_any = True
+
+    def debug_state(self) -> dict[str, Any]:
+        """Internal state for tests and benchmarks (not a stable interface)."""
+        return {
+            "mode": _MODE_NAMES[self._mode],
+            "target": self._target,
+            "lo": self._lo,
+            "hi": self._hi,
+            "margin": self._margin,
+            "quiet": self._q_len,
+            "probe_interval": self._probe_interval(),
+            "next_probe_at": self._next_probe_at,
+            "paused_until": self._paused_until,
+            "inflight": self._inflight,
+            "count": len(self._log) - self._old,
+        }
