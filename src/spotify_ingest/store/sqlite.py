@@ -144,13 +144,24 @@ class SQLiteStore:
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            db.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"cannot commit to {self.path}: {exc}") from None
+
+    def _rollback(self) -> None:
+        """Roll back the open transaction, if SQLite has not already done so.
+
+        After some errors (disk full, I/O error) SQLite rolls the transaction back itself; a
+        ROLLBACK then fails with "no transaction is active", and that error must not replace the
+        one that explains what went wrong.
+        """
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def _write(self, fn_sql: str, args: Sequence[Any] = ()) -> None:
         try:
