@@ -1,7 +1,8 @@
 """Crawl benchmark (issue 4): coverage, requests per artist and utilisation, from ground truth.
 
-Each run starts a fresh simulator on a loopback port (same seed, profile, catalog and hidden limit
-for every strategy in a scenario), crawls it to the end with spotify-ingest's engine, and then
+Each run starts a fresh simulator PROCESS on a loopback port (same seed, profile, catalog and
+hidden limit for every strategy in a scenario; its own process so that the crawler's CPU and RSS
+are the crawler's), crawls it to the end with spotify-ingest's engine, and then
 reads the simulator's own account (``/__sim/stats``, ``/__sim/catalog``): coverage is the share of
 the catalog's artist ids in the crawl's database, utilisation is accepted requests over
 ``L x elapsed / W``, the 429 ratio is the simulator's count over all requests.
@@ -16,7 +17,9 @@ import argparse
 import asyncio
 import json
 import resource
+import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,13 +32,44 @@ from spotify_ingest.client import SpotifyClient
 from spotify_ingest.config import Credentials
 from spotify_ingest.crawler import Crawler, CrawlOptions
 from spotify_ingest.ratecontrol import RateController
-from spotify_ingest.sim.app import SimConfig
-from spotify_ingest.sim.server import SimServer
 from spotify_ingest.store.sqlite import SQLiteStore
 
+DEMO_ID, DEMO_SECRET = "demo-client-id", "demo-client-secret"
 
-async def _crawl(server: SimServer, db: Path, strategy: str, window: float, **kw: Any) -> Any:
-    creds = Credentials(client_id=server.client_id, client_secret=server.client_secret)
+
+class SimProcess:
+    """``spotify-ingest sim serve`` in a child process on a free loopback port."""
+
+    def __init__(self, args: list[str]) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api_base = self.base_url + "/v1"
+        self.token_url = self.base_url + "/api/token"
+        self.stats_url = self.base_url + "/__sim/stats"
+        cmd = [sys.executable, "-m", "spotify_ingest.sim.cli", "serve", "--port", str(self.port)]
+        self.proc = subprocess.Popen([*cmd, *args], stdout=subprocess.DEVNULL)
+
+    def __enter__(self) -> SimProcess:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("simulator exited at start")
+            try:
+                httpx.get(self.stats_url, timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("simulator did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **kw: Any) -> Any:
+    creds = Credentials(client_id=DEMO_ID, client_secret=DEMO_SECRET)
     controller = RateController(window=window, max_concurrency=kw.pop("concurrency", 8))
     with SQLiteStore(db) as store:
         async with SpotifyClient(
@@ -46,7 +80,7 @@ async def _crawl(server: SimServer, db: Path, strategy: str, window: float, **kw
                 client,
                 controller,
                 CrawlOptions(strategy=strategy, **kw),
-                client_id=server.client_id,
+                client_id=DEMO_ID,
                 api_base=server.api_base,
             )
             return await crawler.run()
@@ -56,8 +90,11 @@ def run_one(
     *, artists: int, profile: str, limit: int, window: float, strategy: str, seed: int,
     max_requests: int | None, duration: float | None,
 ) -> dict[str, Any]:  # fmt: skip
-    config = SimConfig(artists=artists, seed=seed, profile=profile, limit=limit, window=window)
-    with tempfile.TemporaryDirectory() as tmp, SimServer(config) as server:
+    sim_args = [
+        "--artists", str(artists), "--seed", str(seed), "--profile", profile,
+        "--limit", str(limit), "--window", str(window),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp, SimProcess(sim_args) as server:
         db = Path(tmp) / "crawl.db"
         cpu0 = time.process_time()
         t0 = time.monotonic()

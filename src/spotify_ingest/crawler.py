@@ -31,9 +31,10 @@ from typing import Any
 
 from .client import SpotifyClient
 from .discovery.capabilities import Capabilities, probe
+from .discovery.known import KnownNames
 from .discovery.planner import Planner
 from .discovery.search import Alphabet, SearchPlan
-from .discovery.tasks import ENDPOINT_OF, STRATEGY_KINDS, TaskRunner
+from .discovery.tasks import ENDPOINT_OF, STRATEGY_KINDS, STRATEGY_ORDER, TaskRunner
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -48,6 +49,7 @@ from .errors import (
     StoreError,
     TransportError,
 )
+from .models import Artist
 from .ratecontrol import LimitEstimate, RateController
 from .store.base import Task, TaskSpec
 from .store.sqlite import SQLiteStore
@@ -160,6 +162,7 @@ class Crawler:
         self._counts = store.artist_counts()
         self.capabilities = Capabilities()
         self.planner: Planner | None = None
+        self.known = KnownNames()
 
     # -- control --------------------------------------------------------------------------------
 
@@ -198,7 +201,11 @@ class Crawler:
         self.store.set_meta("capabilities", self.capabilities.to_json())
         alphabet = Alphabet.from_json(self.store.get_meta("alphabet"))
         plan = SearchPlan(alphabet, limit=self.capabilities.limit("search", 10))
-        runner = TaskRunner(self.client, self.capabilities, plan, kinds)
+        plan.totals.update((n.query, n.total) for n in self.store.search_nodes())
+        self.known.add(
+            (a["id"], a["name"], a["detail"] == "full") for a in self.store.iter_artists()
+        )
+        runner = TaskRunner(self.client, self.capabilities, plan, kinds, known=self.known)
         usable = frozenset(k for k in kinds if runner.enabled(k))
         seeds: list[TaskSpec] = []
         if "search" in usable:
@@ -213,6 +220,7 @@ class Crawler:
             prior=2.0 * plan.limit,
             hydrate_batch=50 if self.capabilities.has("artists") else 1,
             hydrate=self.options.hydrate,
+            fixed_order=STRATEGY_ORDER.get(self.options.strategy),
         )
         self.store.set_meta("last_run", {"started_at": time.time(), "recovered_leases": recovered})
         return runner, planner
@@ -260,6 +268,7 @@ class Crawler:
             task.cancel()
 
     def _shutdown(self, planner: Planner, runner: TaskRunner) -> None:
+        self.known.close()
         planner.release_all()
         if self._in_flight:
             self.store.release(list(self._in_flight.values()))
@@ -333,6 +342,7 @@ class Crawler:
                 self.store.release([task])
             return
         result = self.store.complete(task, outcome)
+        self.known.add((a.id, a.name, isinstance(a, Artist)) for a in outcome.artists)
         self._in_flight.pop(task.id, None)
         self._tasks_done += 1
         new = result.new_full + result.new_simplified

@@ -13,16 +13,21 @@ It picks the arm with the highest upper confidence bound
     mean_k + c * scale * sqrt(ln(N) / n_k)
 
 where ``mean_k`` is discounted value per request, ``n_k`` the discounted request count, ``N`` their
-sum and ``scale`` the best mean seen, so exploration is proportionate to what yields are possible.
+sum and ``scale`` the best mean of the kinds tried so far, so exploration is proportionate to
+what yields are possible.
 Every arm starts with one optimistic pseudo-request worth ``prior`` so each is tried. Ties go to
 the kind listed first in :data:`KIND_ORDER`; nothing is random, so one worker on a fixed catalog
 makes the same choices every time.
 
 Search is the backbone (its query tree reaches every artist) and hydration the finisher; every
 other kind is opportunistic, and is *retired* for the rest of the run once it has had ``patience``
-requests and its discounted yield is below ``min_yield`` (default 0.05: one artist per twenty
+requests and its recent yield (discounted by ``RECENT_GAMMA`` per request, about the last fifty)
+is below ``min_yield`` (default 0.05: one artist per twenty
 requests). Without that rule a crawl whose search is complete would spend its last hours walking
 albums that only hold artists it already has. The crawl ends when every non-retired kind is empty.
+
+A named strategy (``--strategy seed|search|albums``) forces its plan instead: ``fixed_order``
+lists its kinds by precedence, the first with pending tasks runs, and nothing retires.
 
 Hydration is the low-priority stream: it is refilled from the store (simplified artists become
 ``hydrate`` tasks) only when few are pending, and competes on yield like any arm, so it runs when
@@ -43,6 +48,9 @@ from ..store.base import Task
 from ..store.sqlite import SQLiteStore
 
 __all__ = ["ESSENTIAL", "KIND_ORDER", "ArmStats", "Planner"]
+
+# Discount per request of the yield that decides retirement (about the last 50 requests).
+RECENT_GAMMA = 0.98
 
 # Kinds that never retire: search guarantees completeness, hydration completes details.
 ESSENTIAL = frozenset({"search", "hydrate"})
@@ -70,6 +78,8 @@ class ArmStats:
     requests: float
     total_value: float = 0.0
     total_requests: int = 0
+    recent_value: float = 0.0  # the same, discounted fast and without the optimistic prior
+    recent_requests: float = 0.0
 
     @property
     def mean(self) -> float:
@@ -86,13 +96,14 @@ class Planner:
         *,
         prior: float = 20.0,
         gamma: float = 0.995,
-        exploration: float = 0.5,
+        exploration: float = 0.2,
         claim_batch: int = 16,
         hydrate_batch: int = 1,
         hydrate: bool = True,
         refresh_every: int = 200,
         min_yield: float = 0.05,
-        patience: int = 100,
+        patience: int = 50,
+        fixed_order: tuple[str, ...] | None = None,
     ) -> None:
         self.store = store
         self.kinds = [k for k in KIND_ORDER if k in kinds]
@@ -110,6 +121,7 @@ class Planner:
         self.min_yield = min_yield
         self.patience = patience
         self.retired: set[str] = set()
+        self.fixed_order = fixed_order
         self._observed = 0
 
     # -- choosing -------------------------------------------------------------------------------
@@ -137,8 +149,11 @@ class Planner:
                 return None
         if len(candidates) == 1:
             return candidates[0]
+        if self.fixed_order is not None:
+            return min(candidates, key=self.fixed_order.index)
         n_total = sum(self.arms[k].requests for k in candidates)
-        scale = max(max(self.arms[k].mean for k in candidates), 1e-9)
+        tried = [self.arms[k].mean for k in candidates if self.arms[k].total_requests > 0]
+        scale = max(max(tried, default=1.0), 1e-9)
         log_n = math.log(max(n_total, 1.0))
 
         def score(kind: str) -> float:
@@ -181,11 +196,16 @@ class Planner:
             arm.requests = arm.requests * decay + requests
         arm.total_value += value
         arm.total_requests += requests
+        if requests > 0:
+            fast = RECENT_GAMMA**requests
+            arm.recent_value = arm.recent_value * fast + value
+            arm.recent_requests = arm.recent_requests * fast + requests
         if (
-            kind not in ESSENTIAL
+            self.fixed_order is None
+            and kind not in ESSENTIAL
             and kind not in self.retired
             and arm.total_requests >= self.patience
-            and arm.mean < self.min_yield
+            and arm.recent_value < self.min_yield * arm.recent_requests
         ):
             self.retired.add(kind)
             self.disable(kind)

@@ -4,9 +4,10 @@ Spotify's search matches each query word as a prefix of a word of the name, case
 accent-insensitively, ranks by relevance then popularity, reports an exact ``total``, and serves at
 most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and no more. So:
 
-* The roots are one-character queries: ``a``-``z``, ``0``-``9``, and every other first character of
-  a name word seen so far in any result (Cyrillic, Arabic, CJK ... are learned as they appear, and
-  each new one becomes a root).
+* The roots are one-character queries: ``a``-``z``, ``0``-``9``, one probe letter per other
+  script (:data:`SCRIPTS`), and every first character of a name word seen in any result. A script
+  whose probe finds anything, or whose letters appear in any name, *opens*: all its letters
+  become roots. CJK ideographs open from a seed of common name characters and snowball.
 * A node's first page tells its ``total``. If ``total`` fits under the reach (``1000 + limit``) the
   node is *paged*: every further page is queued at once. Otherwise it is *split*: one child per
   possible next character (``a``-``z0``-``9`` after a Latin letter or digit, the characters seen to
@@ -14,6 +15,10 @@ most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and
 * A split node's own word, when it is an artist's whole name word (the artist "A", the band "AB"),
   is not below any child. Spotify ranks exact word matches first, so a split node keeps paging while
   its pages still hold exact matches: the *exact run*.
+* Children after a character never seen to follow the prefix's last one (``qx`` ...) are
+  *speculative*: they wait until the end, when the prefix's artists are usually all known, and
+  are skipped then at no request. Pages and exact runs of a node whose artists are all known are
+  skipped the same way (:mod:`spotify_ingest.discovery.known`).
 * Every call asks for ``artist,album,track``: the albums and tracks on the page carry more artists
   (simplified) at no extra request, which the planner uses and hydration completes.
 
@@ -37,6 +42,8 @@ from dataclasses import dataclass, field
 
 from ..models import Artist, SearchResult, SimplifiedArtist
 from ..store.base import SearchNode, TaskOutcome, TaskSpec
+from ..text import name_words, normalise
+from .known import KnownNames
 
 __all__ = [
     "BASE_ALPHABET",
@@ -45,31 +52,58 @@ __all__ = [
     "SearchPlan",
     "name_words",
     "normalise",
+    "script_of",
 ]
 
 BASE_ALPHABET = string.ascii_lowercase + string.digits
 SEARCH_TYPES = ("artist", "album", "track")
 
 
-def normalise(text: str) -> str:
-    """Casefold and strip accents (NFKD without combining marks)."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+def _span(first: int, last: int) -> str:
+    return "".join(chr(c) for c in range(first, last + 1))
 
 
-def name_words(name: str) -> list[str]:
-    """The words search matches against: normalised runs of letters and digits."""
-    words: list[str] = []
-    current: list[str] = []
-    for char in normalise(name):
-        if char.isalnum():
-            current.append(char)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    return words
+# Scripts other than Latin. Each has a probe (one common letter, searched at the start) and the
+# letters a word may start with once normalised (Hangul syllables decompose into jamo, so 19 lead
+# consonants start every Hangul word; kana lose their voicing marks). A script opens, and all its
+# letters become root queries, when its probe finds anything or a name in it is seen. CJK
+# ideographs are too many to enumerate: they open from a seed of common name characters and then
+# snowball, every ideograph seen anywhere in a name becoming a root.
+_CJK_SEED = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏"
+    "吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦方白邹孟熊秦邱江尹薛段雷侯龙史陶黎贺顾毛郝龚邵万钱严武"
+    "戴莫孔向汤大小天地人心爱梦青春光明星月风花雪山水云海东西南北新五乐队子一不之"
+)
+SCRIPTS: dict[str, tuple[str, str]] = {
+    "CYRILLIC": ("а", _span(0x0430, 0x044F)),
+    "GREEK": ("α", _span(0x03B1, 0x03C9)),
+    "ARABIC": ("ا", _span(0x0621, 0x064A)),
+    "HEBREW": ("א", _span(0x05D0, 0x05EA)),
+    "HANGUL": ("\u1100", _span(0x1100, 0x1112)),
+    "HIRAGANA": ("の", _span(0x3041, 0x3096)),
+    "KATAKANA": ("ア", _span(0x30A1, 0x30FA)),
+    "DEVANAGARI": ("क", _span(0x0905, 0x0939)),
+    "THAI": ("ก", _span(0x0E01, 0x0E2E)),
+    "CJK": ("王", _CJK_SEED),
+}
+
+
+def script_of(char: str) -> str:
+    """The Unicode script name's first word (``LATIN``, ``CYRILLIC``, ``CJK`` ...), or ``""``."""
+    try:
+        name = unicodedata.name(char)
+    except ValueError:
+        return ""
+    first = name.split(" ", 1)[0]
+    return "HANGUL" if first == "HANGUL" else first
+
+
+def script_roots(script: str) -> list[str]:
+    """The normalised letters a word of ``script`` may start with (deduplicated, in order)."""
+    letters = SCRIPTS[script][1]
+    return list(
+        dict.fromkeys(w[0] for w in (normalise(c) for c in letters) if w and w[0].isalnum())
+    )
 
 
 def _is_base(char: str) -> bool:
@@ -78,36 +112,57 @@ def _is_base(char: str) -> bool:
 
 @dataclass
 class Alphabet:
-    """Characters learned from names: which start a word, which follow which (other scripts)."""
+    """Characters learned from names: which start a word, which follow which."""
 
     first: set[str] = field(default_factory=lambda: set(BASE_ALPHABET))
     follow: dict[str, set[str]] = field(default_factory=dict)
+    scripts: set[str] = field(default_factory=set)  # scripts opened (all their roots queued)
+
+    def _add_root(self, char: str, new: set[str]) -> None:
+        if char not in self.first:
+            self.first.add(char)
+            new.add(char)
+
+    def open_script(self, script: str) -> set[str]:
+        """Queue every root of ``script``; returns the roots not queued before."""
+        new: set[str] = set()
+        if script in SCRIPTS and script not in self.scripts:
+            self.scripts.add(script)
+            for char in script_roots(script):
+                self._add_root(char, new)
+        return new
 
     def learn(self, names: Iterable[str]) -> set[str]:
-        """Record the characters of ``names``; returns first characters never seen before."""
-        new_first: set[str] = set()
+        """Record the characters of ``names``; returns root characters never queued before."""
+        new: set[str] = set()
         for name in names:
             for word in name_words(name):
-                if word[0] not in self.first:
-                    self.first.add(word[0])
-                    new_first.add(word[0])
+                self._add_root(word[0], new)
+                if not _is_base(word[0]):
+                    new |= self.open_script(script_of(word[0]))
                 for a, b in itertools.pairwise(word):
-                    if not (_is_base(a) and _is_base(b)):
-                        self.follow.setdefault(a, set()).add(b)
-        return new_first
+                    self.follow.setdefault(a, set()).add(b)
+                    if script_of(b) == "CJK":  # ideographs: any one may start a word
+                        self._add_root(b, new)
+        return new
 
-    def children(self, prefix: str) -> list[str]:
-        """Every character that may follow ``prefix`` in a name word, in a fixed order."""
+    def children(self, prefix: str) -> tuple[list[str], list[str]]:
+        """The characters that may follow ``prefix``: (seen after its last one, the rest).
+
+        After a Latin letter or digit "the rest" is the remainder of ``a-z0-9``; in other
+        scripts only characters seen to follow are tried.
+        """
         last = prefix[-1]
-        chars = set(self.follow.get(last, ()))
-        if _is_base(last):
-            chars.update(BASE_ALPHABET)
-        return sorted(chars)
+        seen = self.follow.get(last, set())
+        likely = sorted(seen)
+        rest = sorted(set(BASE_ALPHABET) - seen) if _is_base(last) else []
+        return likely, rest
 
     def to_json(self) -> dict[str, object]:
         return {
             "first": sorted(self.first),
             "follow": {k: "".join(sorted(v)) for k, v in sorted(self.follow.items())},
+            "scripts": sorted(self.scripts),
         }
 
     @classmethod
@@ -116,7 +171,8 @@ class Alphabet:
             return cls()
         first = set(data.get("first", ())) | set(BASE_ALPHABET)
         follow = {str(k): set(str(v)) for k, v in dict(data.get("follow", {})).items()}
-        return cls(first=first, follow=follow)
+        scripts = {str(x) for x in data.get("scripts", ())}
+        return cls(first=first, follow=follow, scripts=scripts)
 
 
 def search_task(query: str, offset: int, limit: int, *, role: str = "page") -> TaskSpec:
@@ -136,14 +192,38 @@ class SearchPlan:
     alphabet: Alphabet
     limit: int = 10  # results per call, learned from the capability probe
     max_offset: int = 1000
+    totals: dict[str, int] = field(default_factory=dict)  # query -> exact total, once known
 
     @property
     def reach(self) -> int:
         """How many results of one query can be paged: offsets 0..max_offset."""
         return self.max_offset + self.limit
 
+    def skippable(self, query: str, offset: int, role: str, known: KnownNames) -> bool:
+        """True when this request cannot bring an artist we do not hold.
+
+        A page, an exact run or a speculative child of node ``q`` can be skipped once the artists
+        we hold under ``q`` (under its parent, for a speculative child) number its exact total.
+        Artists we hold only in simplified form would then need a hydration request each, so the
+        skip is taken only when that costs fewer requests than the pages it saves.
+        """
+        if role not in ("page", "exact", "spec"):
+            return False
+        target = query[:-1] if role == "spec" else query
+        total = self.totals.get(target)
+        if total is None:
+            return False
+        held, full = known.count(target)
+        if held < total:
+            return False
+        pages_left = max(1, (min(total, self.reach) - offset) // self.limit)
+        return held - full <= pages_left
+
     def roots(self) -> list[TaskSpec]:
-        return [search_task(c, 0, self.limit, role="node") for c in sorted(self.alphabet.first)]
+        """Latin letters and digits, every root learned so far, and one probe per script."""
+        chars = set(self.alphabet.first)
+        chars.update(normalise(probe)[0] for probe, _ in SCRIPTS.values())
+        return [search_task(c, 0, self.limit, role="node") for c in sorted(chars)]
 
     def outcome(
         self, query: str, offset: int, role: str, result: SearchResult
@@ -171,7 +251,11 @@ class SearchPlan:
         total = page.total if page is not None else 0
         items: Sequence[Artist] = page.items if page is not None else ()
         word = query.split()[-1] if query else ""
-        if role == "node":
+        if role in ("node", "spec"):
+            self.totals[query] = total
+            if total and len(query) == 1 and not _is_base(query):
+                opened = self.alphabet.open_script(script_of(query))
+                spawn.extend(search_task(c, 0, self.limit, role="node") for c in sorted(opened))
             if total == 0:
                 nodes.append(SearchNode(query, _parent(query), 0, "empty"))
             elif total <= self.reach:
@@ -184,10 +268,9 @@ class SearchPlan:
                 )
             else:
                 nodes.append(SearchNode(query, _parent(query), total, "split"))
-                spawn.extend(
-                    search_task(query + c, 0, self.limit, role="node")
-                    for c in self.alphabet.children(query)
-                )
+                likely, rest = self.alphabet.children(query)
+                spawn.extend(search_task(query + c, 0, self.limit, role="node") for c in likely)
+                spawn.extend(search_task(query + c, 0, self.limit, role="spec") for c in rest)
                 if self._all_exact(items, word):
                     spawn.append(search_task(query, self.limit, self.limit, role="exact"))
         elif role == "exact" and items and self._all_exact(items, word):

@@ -31,9 +31,10 @@ from ..client import SpotifyClient
 from ..models import Album, Artist, Page, SimplifiedAlbum, SimplifiedArtist
 from ..store.base import Task, TaskOutcome, TaskSpec
 from .capabilities import Capabilities
+from .known import KnownNames
 from .search import SEARCH_TYPES, SearchPlan
 
-__all__ = ["ENDPOINT_OF", "STRATEGY_KINDS", "TaskRunner"]
+__all__ = ["ENDPOINT_OF", "STRATEGY_KINDS", "STRATEGY_ORDER", "TaskRunner"]
 
 ALL_GROUPS = ("album", "single", "compilation", "appears_on")
 
@@ -52,9 +53,19 @@ ENDPOINT_OF: dict[str, str] = {
     "hydrate": "artist",
 }
 
+# The forced strategies' precedence: the first kind with pending tasks runs (see planner.py).
+STRATEGY_ORDER: dict[str, tuple[str, ...]] = {
+    "seed": (
+        "featured_playlists", "categories", "category_playlists", "playlist_items", "hydrate",
+        "related",
+    ),
+    "search": ("search", "hydrate"),
+    "albums": ("album_tracks", "album", "artist_albums", "hydrate", "search"),
+}  # fmt: skip
+
 STRATEGY_KINDS: dict[str, frozenset[str]] = {
     # The seed's plan: featured playlists -> playlist items -> hydrate in 50s -> related BFS.
-    "seed": frozenset({"featured_playlists", "playlist_items", "hydrate", "related"}),
+    "seed": frozenset(STRATEGY_ORDER["seed"]),
     "search": frozenset({"search", "hydrate"}),
     "albums": frozenset({"search", "artist_albums", "album", "album_tracks", "hydrate"}),
     "auto": frozenset(ENDPOINT_OF),
@@ -74,6 +85,7 @@ class TaskRunner:
     capabilities: Capabilities
     search: SearchPlan
     kinds: frozenset[str]
+    known: KnownNames | None = None
 
     def enabled(self, kind: str) -> bool:
         return kind in self.kinds and self.capabilities.has(ENDPOINT_OF[kind])
@@ -104,6 +116,10 @@ class TaskRunner:
         spawn: list[TaskSpec] = []
         if kind == "search":
             limit = int(p["limit"])
+            if self.known is not None and self.search.skippable(
+                str(p["q"]), int(p["offset"]), str(p["role"]), self.known
+            ):
+                return TaskOutcome(requests=0)
             result = await self.client.search(
                 str(p["q"]), types=SEARCH_TYPES, limit=limit, offset=int(p["offset"])
             )

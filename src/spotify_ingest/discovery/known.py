@@ -1,0 +1,74 @@
+"""The artists the crawler holds under each name-word prefix, to skip search pages it need not see.
+
+A search node ``p`` reports an exact ``total``: the number of artists with a name word starting
+with ``p``. Once the artists we hold under ``p`` number ``total``, every page of ``p`` (and every
+child query below it, and its exact-word run) can only repeat what we have, so the planner skips
+them at no request. This matters because an artist with several name words is listed under each
+of them ("Anna Bell" under ``a`` and ``b``), and a crawl that pages every node sees the average
+artist about 1.5 times.
+
+The index is a scratch SQLite file (not the crawl database: it is derived data, rebuilt from the
+store's artists at start), holding ``(word, artist)`` pairs and whether each artist is known in
+full. Counting is a range scan of the words under a prefix.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..text import name_words
+
+__all__ = ["KnownNames"]
+
+
+class KnownNames:
+    """Artists we hold, indexed by their name words."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix="spotify-ingest-known-")
+        self._db = sqlite3.connect(Path(self._dir) / "known.db", isolation_level=None)
+        self._db.executescript(
+            """
+            PRAGMA journal_mode = OFF;
+            PRAGMA synchronous = OFF;
+            PRAGMA cache_size = -16000;
+            CREATE TABLE artist (id TEXT PRIMARY KEY, full INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE word (word TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (word, id))
+                WITHOUT ROWID;
+            """
+        )
+
+    def close(self) -> None:
+        self._db.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def add(self, artists: Iterable[tuple[str, str, bool]]) -> None:
+        """Record ``(id, name, full)`` triples; a full artist stays full."""
+        rows = list(artists)
+        if not rows:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO artist (id, full) VALUES (?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET full = MAX(full, excluded.full)",
+            ((i, int(f)) for i, _, f in rows),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO word (word, id) VALUES (?, ?)",
+            ((w, i) for i, name, _ in rows for w in name_words(name)),
+        )
+        db.execute("COMMIT")
+
+    def count(self, prefix: str) -> tuple[int, int]:
+        """Artists known with a name word starting with ``prefix``: (all, full)."""
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(a.full), 0) FROM artist a WHERE a.id IN "
+            "(SELECT id FROM word WHERE word >= ? AND word < ?)",
+            (prefix, prefix + "\U0010ffff"),
+        ).fetchone()
+        return int(row[0]), int(row[1])

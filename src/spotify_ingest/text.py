@@ -1,0 +1,35 @@
+"""How search sees a name: normalised words.
+
+Spotify's search matches each query word as a prefix of a word of the name, ignoring case and
+accents. A word here is a maximal run of letters and digits after ``casefold`` and NFKD
+decomposition with the combining marks removed (``Beyoncé`` -> ``beyonce``, ``AC/DC`` -> ``ac``,
+``dc``); a run of CJK, kana, Cyrillic or Arabic letters is one word. The discovery planner uses it
+to build queries and the store to count the artists it already knows under a prefix.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["name_words", "normalise"]
+
+
+def normalise(text: str) -> str:
+    """Casefold and strip accents (NFKD without combining marks)."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def name_words(name: str) -> list[str]:
+    """The distinct words search matches against, in order of first appearance."""
+    words: list[str] = []
+    current: list[str] = []
+    for char in normalise(name):
+        if char.isalnum():
+            current.append(char)
+        elif current:
+            words.append("".join(current))
+            current = []
+    if current:
+        words.append("".join(current))
+    return list(dict.fromkeys(words))
