@@ -23,7 +23,7 @@ access token): build messages from ids, URLs and statuses only.
     |   +-- ServerError                         5xx
     |   +-- TransportError                      timeouts, resets, refused connections
     |   +-- BadResponseError                    body not JSON or not the documented shape
-    +-- MustWaitError                   exit 75 a Retry-After above --max-wait or a quota: resume later
+    +-- MustWaitError                   exit 75 Retry-After above --max-wait, or quota: resume later
 
 Retrying is the client's job (RateLimited, Server, Transport are retried there); what escapes the
 client is final for that request.
@@ -126,7 +126,7 @@ class ApiError(SpotifyIngestError):
 
 
 class RateLimitedError(ApiError):
-    """429 of the rolling-window kind. ``retry_after`` in seconds (None if the header was absent)."""
+    """429 of the rolling-window kind; ``retry_after`` in seconds (None: no header)."""
 
     def __init__(
         self,
@@ -151,7 +151,7 @@ class AuthenticationError(ApiError):
 
 
 class EndpointUnavailableError(ApiError):
-    """The endpoint exists in the API but this app may not use it (403, or 404 for a removed one)."""
+    """The endpoint exists but this app may not use it (403, or 404 for a removed one)."""
 
 
 class NotFoundError(ApiError):
