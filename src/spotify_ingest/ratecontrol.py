@@ -428,7 +428,7 @@ class RateController:
         else:
             excess = len(log) - self._old - self._target
             if excess >= 0:
-                t = max(t, log[self._old + excess].sent_at + self._w + self._margin)
+                t = max(t, log[self._old + excess].sent_at + (self._w + self._margin))
             if self._q_len and self._mode == _HOLD:
                 if now >= self._q_to:
                     self._roll_quiet(now)
@@ -571,7 +571,8 @@ class RateController:
                         me.fut = loop.create_future()
                         await me.fut
                     else:
-                        await self._clock.sleep(self.ready_at(now) - now)
+                        # (At least 0.1 ms: never spin if the clock is coarser than our sums.)
+                        await self._clock.sleep(max(1e-4, self.ready_at(now) - now))
                 else:
                     me.fut = loop.create_future()
                     await me.fut
@@ -601,20 +602,22 @@ class RateController:
             fut.set_result(None)
 
     def _advance(self, now: float) -> None:
+        # Same float expressions as in ready_at (sent + W [+ margin] <= now), so that a wake-up
+        # at the time ready_at named finds the slot free.
         log = self._log
         n = len(log)
-        cut = now - self._w
+        w = self._w
         edge = self._edge
-        while edge < n and log[edge].sent_at <= cut:
+        while edge < n and log[edge].sent_at + w <= now:
             edge += 1
-        cut -= self._margin
+        wm = w + self._margin
         old = self._old
-        while old < edge and log[old].sent_at <= cut:
+        while old < edge and log[old].sent_at + wm <= now:
             old += 1
-        while old and log[old - 1].sent_at > cut:  # the margin grew
+        while old and log[old - 1].sent_at + wm > now:  # the margin grew
             old -= 1
-        cut -= self._retain
-        while old and log[0].sent_at <= cut:
+        keep = wm + self._retain
+        while old and log[0].sent_at + keep <= now:
             log.popleft()
             old -= 1
             edge -= 1
@@ -752,12 +755,7 @@ class RateController:
     def _keep_quiet(self) -> None:
         """A probe's pause leaves a hole in our pattern: keep it as the quiet stretch."""
         ra = self._last_ra
-        if (
-            self._q_len
-            or self._quiet_share <= 0
-            or ra > 2.0
-            or self._w / max(1, self._lo) > 0.25 * ra  # sends are sparser than that anyway
-        ):
+        if self._q_len or self._quiet_share <= 0 or ra > 2.0:
             return
         self._q_len = min(0.98 * ra, self._quiet_share * self._w)
         self._q_last_send = self._last_send
@@ -875,7 +873,8 @@ class RateController:
         slack = max(2, math.ceil(0.01 * lo), math.ceil(2.0 * lo / self._w * self._margin))
         if self._hi is None or m < self._hi or now >= self._hi_expires:
             self._hi = m
-        if ra_bounds is not None and ra_bounds[1] < lo - slack and ticket.mode != _COLD:
+        noise = math.floor(0.1 * self._rtt_mean * self._target * self._hold_k() / self._w)
+        if ra_bounds is not None and ra_bounds[1] + noise < lo - 1 and ticket.mode != _COLD:
             # The Retry-After said when there will be room; our log says how many of ours will
             # have left by then: the limit went down, to about this.
             self._lo = max(1, min(ra_bounds[0], m - 1))
@@ -904,7 +903,6 @@ class RateController:
                 # The ceiling. Hold at the count that was refused, less what our estimate of the
                 # server's count may be off by at the local rate; the tickets in flight were
                 # sent above it and prove nothing more.
-                noise = math.floor(0.1 * self._rtt_mean * self._target * self._hold_k() / self._w)
                 self._lo = max(1, min(lo, m - noise))
                 self._epoch = self._seq + 1
                 if self._mode == _PROBE:
