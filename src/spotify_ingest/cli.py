@@ -19,7 +19,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from . import __version__
@@ -49,7 +48,7 @@ app = typer.Typer(
 app.add_typer(sim_app, name="sim", help="Run the offline Spotify Web API simulator.")
 
 _state: dict[str, bool] = {"debug": False}
-DB = Path("spotify.db")
+DB = "spotify.db"
 ENV = Path(".env")
 
 
@@ -95,8 +94,8 @@ class Format(StrEnum):
 @app.command()
 def crawl(
     db: Annotated[
-        Path, typer.Option(help="SQLite database; the crawl resumes when it exists.")
-    ] = Path("spotify.db"),
+        str, typer.Option(help="SQLite file or postgresql:// URL; resumes when it exists.")
+    ] = DB,
     simulate: Annotated[
         bool, typer.Option(help="Crawl the built-in simulator (demo credentials, no internet).")
     ] = False,
@@ -156,7 +155,7 @@ def crawl(
     if not simulate:
         given = [name for name, value in sim_flags.items() if value is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} only make sense with --simulate")
+            raise UsageError(f"{', '.join(given)}: only with --simulate (add it, or drop these)")
     elif api_base or token_url:
         raise UsageError("--simulate runs its own API: drop --api-base / --token-url")
     if stats_json is not None and stats_json.is_dir():
@@ -188,25 +187,28 @@ def crawl(
     if stats_json is not None:
         stats_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if signal_code:
-        resume = shlex.join(["spotify-ingest", *sys.argv[1:]])
-        print(f"stopped; state saved in {db}. Resume with: {resume}", file=sys.stderr)
+        from .store import display_db
+
+        args = [display_db(a) if a == db else a for a in sys.argv[1:]]
+        resume = shlex.join(["spotify-ingest", *args])
+        print(f"stopped; state saved in {display_db(db)}. Resume with: {resume}", file=sys.stderr)
         raise typer.Exit(signal_code)
 
 
 @app.command()
 def stats(
-    db: Annotated[Path, typer.Option(help="The crawl's database.")] = DB,
+    db: Annotated[str, typer.Option(help="The crawl's database: a file, or postgresql://...")] = DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What a crawl database holds: artists, tasks, search tree, capabilities, last run."""
-    from .store.sqlite import SQLiteStore
+    from .store import display_db, open_store
 
-    with SQLiteStore(db, create=False) as store:
+    with open_store(db, create=False) as store:
         counts = store.artist_counts()
         tasks = store.task_counts()
         nodes = store.search_nodes()
         data: dict[str, Any] = {
-            "db": str(db),
+            "db": display_db(db),
             "artists": {
                 "total": counts.total,
                 "full": counts.full,
@@ -228,7 +230,7 @@ def stats(
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{db}[/bold]")
+    console.print(f"[bold]{display_db(db)}[/bold]")
     console.print(
         f"artists {counts.total:,} (full {counts.full:,}, simplified {counts.simplified:,}); "
         f"requests recorded {data['requests']:,}"
@@ -255,27 +257,27 @@ def stats(
 def export(
     out: Annotated[Path, typer.Option(help="File to write.")],
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.jsonl,
-    db: Annotated[Path, typer.Option(help="The crawl's database.")] = DB,
+    db: Annotated[str, typer.Option(help="The crawl's database: a file, or postgresql://...")] = DB,
     force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
 ) -> None:
     """Write every artist (all fields, one row each) as JSON Lines, CSV or Parquet."""
     from .export import export_artists
-    from .store.sqlite import SQLiteStore
+    from .store import open_store
 
-    with SQLiteStore(db, create=False) as store:
+    with open_store(db, create=False) as store:
         n = export_artists(store.iter_artists(), out, fmt.value, force=force)
     print(f"wrote {n:,} artists to {out}", file=sys.stderr)
 
 
 @app.command()
 def limits(
-    db: Annotated[Path, typer.Option(help="The crawl's database.")] = DB,
+    db: Annotated[str, typer.Option(help="The crawl's database: a file, or postgresql://...")] = DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The rate limits learned so far, per client id and API base, with bounds and age."""
-    from .store.sqlite import SQLiteStore
+    from .store import open_store
 
-    with SQLiteStore(db, create=False) as store:
+    with open_store(db, create=False) as store:
         rows = store.rate_estimates()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -299,6 +301,11 @@ def _signal_exit(signum: int) -> int:
     return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """A flag or argument error from Click (Typer bundles its own copy of Click's classes)."""
+    return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: runs the Typer app and maps errors to one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -306,13 +313,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="spotify-ingest", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.UsageError as exc:
-        hint = f" (see: spotify-ingest {exc.ctx.info_name if exc.ctx else ''} --help)"
-        print(f"error: {exc.format_message()}{hint}".replace("  ", " "), file=sys.stderr)
-        code = EXIT_USAGE
-    except click.Abort:
+    except typer.Abort:
         code = EXIT_SIGINT
     except MustWaitError as exc:
         if debug:
@@ -331,6 +334,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = EXIT_SIGINT
     except Exception as exc:  # the last line of defence: one line, traceback with --debug
+        if _is_usage_error(exc):
+            ctx = getattr(exc, "ctx", None)
+            where = (
+                f"spotify-ingest {ctx.command_path.split(' ', 1)[-1]}" if ctx else "spotify-ingest"
+            )
+            message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+            print(f"error: {message} (see: {where} --help)", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
         if debug:
             raise
         print(

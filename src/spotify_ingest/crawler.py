@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import SpotifyClient
 from .discovery.capabilities import Capabilities, probe
@@ -51,12 +51,19 @@ from .errors import (
 )
 from .models import Artist
 from .ratecontrol import LimitEstimate, RateController
+from .store import LeaseLostError
 from .store.base import Task, TaskSpec
 from .store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from .store.postgres import PostgresStore
+
+    AnyStore = SQLiteStore | PostgresStore
 
 __all__ = ["CrawlOptions", "CrawlReport", "Crawler", "Progress", "estimate_key"]
 
 MAX_ATTEMPTS = 5
+LEASE_RENEW_SECONDS = 15.0  # PostgreSQL leases last 60 s: renew those in flight or buffered
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -133,7 +140,7 @@ class Crawler:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: AnyStore,
         client: SpotifyClient,
         controller: RateController,
         options: CrawlOptions,
@@ -180,7 +187,7 @@ class Crawler:
     # -- set-up ---------------------------------------------------------------------------------
 
     @staticmethod
-    def load_estimate(store: SQLiteStore, client_id: str, api_base: str) -> LimitEstimate | None:
+    def load_estimate(store: AnyStore, client_id: str, api_base: str) -> LimitEstimate | None:
         data = store.get_meta(estimate_key(client_id, api_base))
         if data is None:
             return None
@@ -341,7 +348,10 @@ class Crawler:
             else:
                 self.store.release([task])
             return
-        result = self.store.complete(task, outcome)
+        try:
+            result = self.store.complete(task, outcome)
+        except LeaseLostError:
+            return  # another worker took the task over after our lease expired: its result counts
         self.known.add((a.id, a.name, isinstance(a, Artist)) for a in outcome.artists)
         self._in_flight.pop(task.id, None)
         self._tasks_done += 1
@@ -357,13 +367,21 @@ class Crawler:
     # -- reporting ------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        saved = time.monotonic()
+        saved = renewed = time.monotonic()
         while True:
             await asyncio.sleep(0.25)
             self._emit_progress()
-            if time.monotonic() - saved > 30.0:
-                saved = time.monotonic()
+            now = time.monotonic()
+            if now - saved > 30.0:
+                saved = now
                 self.save_estimate()
+            renew = getattr(self.store, "renew_leases", None)  # PostgreSQL: shared frontier
+            if renew is not None and now - renewed > LEASE_RENEW_SECONDS:
+                renewed = now
+                held = list(self._in_flight.values())
+                if self.planner is not None:
+                    held.extend(self.planner.held())
+                renew(held)
 
     def _emit_progress(self) -> None:
         if self.on_progress is None:

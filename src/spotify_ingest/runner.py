@@ -12,7 +12,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .client import SpotifyClient
 from .config import ClientSettings, Credentials
@@ -20,7 +20,11 @@ from .crawler import Crawler, CrawlOptions
 from .display import CrawlDisplay
 from .errors import EXIT_SIGINT, EXIT_SIGTERM
 from .ratecontrol import RateController
-from .store.sqlite import SQLiteStore
+from .store import open_store
+
+if TYPE_CHECKING:
+    from .store.postgres import PostgresStore
+    from .store.sqlite import SQLiteStore
 
 __all__ = ["CrawlRequest", "run_crawl"]
 
@@ -31,7 +35,7 @@ SPOTIFY_WINDOW = 30.0
 class CrawlRequest:
     """Everything ``crawl`` was asked to do (validated flags)."""
 
-    db: Path
+    db: str
     simulate: bool = False
     sim_artists: int = 20_000
     sim_profile: str = "dev-2026"
@@ -98,13 +102,16 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
 
 def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
     """Run the crawl; returns the final report and the exit code a signal asks for (0: none)."""
-    with _endpoint(req) as endpoint, SQLiteStore(req.db) as store:
+    with _endpoint(req) as endpoint, open_store(req.db) as store:
         display = CrawlDisplay(target_artists=req.max_artists, target_requests=req.max_requests)
         return asyncio.run(_crawl(req, endpoint, store, display))
 
 
 async def _crawl(
-    req: CrawlRequest, endpoint: _Endpoint, store: SQLiteStore, display: CrawlDisplay
+    req: CrawlRequest,
+    endpoint: _Endpoint,
+    store: SQLiteStore | PostgresStore,
+    display: CrawlDisplay,
 ) -> tuple[dict[str, Any], int]:
     client_id = endpoint.credentials.client_id
     warm = Crawler.load_estimate(store, client_id, endpoint.api_base)

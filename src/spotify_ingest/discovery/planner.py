@@ -43,9 +43,13 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..store.base import Task
 from ..store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from ..store.postgres import PostgresStore
 
 __all__ = ["ESSENTIAL", "KIND_ORDER", "ArmStats", "Planner"]
 
@@ -91,7 +95,7 @@ class Planner:
 
     def __init__(
         self,
-        store: SQLiteStore,
+        store: SQLiteStore | PostgresStore,
         kinds: frozenset[str],
         *,
         prior: float = 20.0,
@@ -230,6 +234,10 @@ class Planner:
             buffer.clear()
         if held:
             self.store.release(held)
+
+    def held(self) -> list[Task]:
+        """Tasks claimed from the store and not yet handed out."""
+        return [t for buffer in self._buffers.values() for t in buffer]
 
     def yields(self) -> dict[str, tuple[float, int]]:
         """Per kind: discounted value per request now, and requests made so far."""

@@ -8,6 +8,7 @@ is imported only for PostgreSQL, so SQLite users do not need it installed.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from .postgres import PostgresStore
     from .sqlite import SQLiteStore
 
-__all__ = ["LeaseLostError", "is_postgres_url", "open_store"]
+__all__ = ["LeaseLostError", "display_db", "is_postgres_url", "open_store"]
 
 _PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -33,6 +34,15 @@ class LeaseLostError(StoreError):
 def is_postgres_url(db: str | os.PathLike[str]) -> bool:
     """Whether ``db`` names a PostgreSQL database rather than an SQLite file."""
     return isinstance(db, str) and db.strip().lower().startswith(_PG_SCHEMES)
+
+
+def display_db(db: str | os.PathLike[str]) -> str:
+    """``db`` as it may be printed: a PostgreSQL URL's password becomes ``***``."""
+    text = os.fspath(db)
+    if not is_postgres_url(text):
+        return text
+    text = re.sub(r"(://[^:/@\s]*):[^@\s]*@", r"\1:***@", text)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", text, flags=re.I)
 
 
 def open_store(db: str | Path, **kw: Any) -> SQLiteStore | PostgresStore:
