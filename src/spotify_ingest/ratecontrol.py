@@ -1,103 +1,123 @@
 """The adaptive rate controller: learns an unpublished rolling-window limit and paces just under it.
 
 The problem
------------
-Spotify counts the calls an app makes in a rolling window of ``W`` seconds (30 in production) and
-answers 429 past a limit ``L`` it never publishes and may change at any moment. The server keeps, in
-effect, a sliding log of the requests it ACCEPTED: a request is accepted iff fewer than ``L``
-accepted requests are in ``(now - W, now]``; refused requests are not counted; the 429 carries
-``Retry-After`` (whole seconds, >= 1, the time until the oldest logged request leaves the window,
-rounded up). A client that sends during a Retry-After is punished with penalties that double each
-time (hours), so every 429 costs the whole crawl ``Retry-After`` seconds of silence.
+===========
+Spotify counts an app's calls in a rolling window of ``W`` seconds (30 in production) and answers
+429 past a limit ``L`` it never publishes and may change at any moment. The server behaves like a
+sliding log of ACCEPTED requests: a request is accepted iff fewer than ``L`` accepted requests are
+in ``(now - W, now]``; refused ones are not logged; the 429 carries ``Retry-After`` in whole
+seconds (>= 1). A client that sends during a Retry-After is punished with penalties that double
+each time (hours), so every 429 costs every worker a Retry-After of silence.
 
 The algorithm
--------------
-1. **Exact self-accounting.** We keep our own sliding log: a deque of the tickets we sent whose
-   send time is within the last ``W + margin`` seconds, minus the ones the server refused (a
-   refused request is removed, exactly as the server does not count it). In-flight requests are
-   counted: the server will count them if it accepts them. ``margin`` is a small jitter allowance
-   (twice the mean deviation of the round-trip time, plus a learned extra after a 429 at a level
-   that used to pass) so that a request we send never reaches the server before the request it
-   "replaces" has left the server's window, although the two took different network paths.
+=============
+**1. Exact self-accounting.** We keep our own sliding log: the tickets we sent, in send order,
+minus those the server refused (it did not log them either). In-flight tickets count: the server
+logs them if it accepts them. Two counts are read from it: over the exact window (what the server
+counts: the *evidence* scale) and over ``W + margin`` (what the *cap* compares). ``margin`` is a
+jitter allowance: half the spread of round-trip times (2nd to 98th percentile), at least 0.3 % of
+``W``, plus an extra learned from 429s at a level that kept passing (halving every 20 windows). A
+request may leave only when the one it replaces left our window ``margin`` ago, so it cannot reach
+the server before its predecessor has left the server's window, although they took different
+paths.
 
-2. **Evidence, not guesses.** Each ticket remembers ``count_before``: how many of our counted
-   requests were in the exact window ``(sent - W, sent)`` when it left. A success proves
-   ``L >= count_before + 1`` (the server had room); a rate 429 proves ``L <= count_before`` (the
-   server's log was full). When a 429 arrives, the in-flight tickets sent after the refused one
-   had counted it, so their ``count_before`` is decremented: the server never logged it. The two
-   proofs give ``lower`` and ``upper``. Because we raise our count one request at a time (the
-   window count is capped, and the cap rises smoothly), the first 429 happens exactly at
-   ``count_before == L``: one refusal pins the limit, and lower == upper right after it, with no
-   bisection needed.
+**2. Evidence.** A success proves ``L >= n + 1`` and a rate 429 proves ``L <= n``, where ``n`` is
+what the server had logged when the request reached it. We estimate ``n`` in *arrival order*, not
+send order: each request is taken to reach the server ``arrival_share`` of its round trip after it
+left (0.25: gateways check before the slow part), which matters only for the few requests sent
+within a round trip of the window's two ends and removes most of the reordering noise at high
+rates. When a 429 comes back, the tickets in flight sent after it had counted it: their counts are
+decremented. The bounds are ``lower`` (``lo``) and ``upper`` (``hi``).
 
-3. **Pacing at the estimate.** The operating target ``E`` is a cap on our window count: a request
-   may leave only while fewer than ``E`` counted requests are in the last ``W + margin`` seconds,
-   and never closer than ``W / (E * k)`` after the previous one, with ``k`` a little above 1
-   (``1 + pace_allowance``). In steady state each request leaves as the one sent one window
-   earlier expires, so the sends keep the even spacing ``W / E`` and the server's log stays one
-   below full. After a pause the log has room for exactly the requests that expired during the
-   pause (not a whole fresh allowance); ``k`` grows with that room (bounded catch-up, at most
-   ``1 + pace_allowance + catchup_gain``) so the room is refilled in a fraction of a window instead
-   of being lost, without a burst.
+Because the cap on our count rises one request at a time, the first 429 happens exactly when the
+server's count reaches ``L``: one refusal pins the limit (lower == upper right after), so there is
+no bisection to do.
 
-4. **Modes.**
+**3. Modes.**
 
-   * COLD (no estimate): ``E = max(initial_limit, 2 * lower)`` with ``k = 2``: the window count
-     doubles about every quarter window, so 600 per window is found in about 1.5 windows. The first
-     429 ends the ramp: ``upper = count_before``, then HOLD at ``lower``.
-   * HOLD: ``E = lower``. Successes at the cap keep confirming it.
-   * PROBE: ``E = lower + delta`` (gallop: ``delta`` = 1, 2, 4, ... doubling each time ``lower``
-     reaches the target) or ``E = upper`` when a fresh upper bound is above ``lower`` (the gap
-     after a drop: one step, since the count rises one request at a time). A 429 ends it.
+* COLD (no estimate): cap ``max(initial_limit, 2 * lo)``, sends at twice the cap's even rate: the
+  count doubles about every quarter window, 600 per window is reached in under two windows. The
+  first 429 ends the ramp: the requests still in flight then are ignored (at the ramp's rate they
+  reorder a lot), the bounds are taken loosely, and a *gap probe* pins ``L`` once the level passed.
+* HOLD: cap ``lo`` on the ``W + margin`` count. Each success at the cap re-confirms it.
+* PROBE: cap on the exact count. Either a *gallop* above ``lo`` (``lo + 1``, then steps of 2, 4,
+  8 ... each time the last step passed: a raised limit is found in a few windows) or a *gap probe*
+  straight up to a fresh upper bound (one step: the count rises one at a time, so at most one 429).
+  A 429 ends it: HOLD at the refused count less the estimate's noise at the local rate.
 
-5. **Probing rarely and gently; evidence that fades.** The upper bound lives ``probe_interval``
-   windows; then it is dropped and a gallop starts at ``lower + 1``. A failed probe costs one 429
-   and a Retry-After of silence, so the interval is chosen from two budgets: the share of
-   throughput a failed probe may cost (``(RA / W)**2`` windows with bounded catch-up:
-   ``utilisation_budget``) and the share of requests that may be 429s (one refusal per probe:
-   ``refusal_budget``); it doubles after each probe that found nothing (up to
-   ``max_probe_windows``) and falls back to the minimum when a probe found a higher limit.
-   The lower bound is refreshed by every success at the cap; a 429 at a level below ``lower`` is
-   either jitter (just below: lower follows the 429 and ``margin`` grows) or a lower limit
-   (further below, or when ``lower`` has not been confirmed for two windows): then
-   ``E = floor(drop_factor * count_before)``, evidence from tickets sent before the refused one is
-   ignored, we wait until our count is below ``E``, and the gap up to the fresh upper bound is
-   probed as soon as ``E`` has been confirmed.
+**4. Pacing and the quiet stretch.** In HOLD each request leaves as the one sent ``W + margin``
+earlier expires, so a pattern, once set, repeats window after window; sends are never closer than
+``W / (2.25 E)`` (refilling what a pause left, following a dense stretch) and, when the count is
+at the cap, spread evenly over the part of the window outside the quiet stretch (5 % allowance).
+The *quiet stretch* is a part of the window, one Retry-After long (at most a third of ``W``), in
+which HOLD sends nothing; it is the hole the first probe's pause left in the pattern, kept on
+purpose and replayed every window. Regular probes start just before it (by one round trip and the
+few requests the margin holds back), so the Retry-After of a failed probe falls where nothing
+would have been sent anyway: a failed probe costs one 429 and almost no throughput. (A Retry-After
+says when the oldest logged request leaves: inside the stretch that is its end, 1 s.)
 
-6. **429 handling.** ``on_rate_limited`` pauses every waiter until ``now + Retry-After`` (taken
-   from our receipt of the 429, which is after the server issued it, so we never send inside its
-   block). A 429 without Retry-After pauses one window: after ``W`` every request the server had
-   logged has left it. The refused request is not counted and is replayed by the caller.
+**5. How often to probe; evidence that fades.** The upper bound lives until the next regular probe.
+The interval (in windows) is the larger of what the throughput budget allows (the pause a failed
+probe costs outside the quiet stretch, over ``utilisation_budget``) and what the 429 budget allows
+(one 429 per probe: ``1 / (refusal_budget * L)``), within ``[min_probe_windows,
+max_probe_windows]`` (2 and 6 by default, so a doubled limit is found within about 10 windows). The
+lower bound is revalidated by every pass at the cap; a 429 below it is classified:
+
+* *jitter*: at a cap that kept passing (our count within ``slack`` of ``lo``): widen the margin;
+  if it happens again within 3 windows (or ``lo`` had never passed), step ``lo`` down by one;
+* *drop*: clearly below ``lo``, or ``lo`` not confirmed for two windows: the limit went down.
+  If the Retry-After is 2 s or more (a server that says when there will be *room*, as the
+  simulator does), our own log says how many of our requests leave the window by then, which
+  bounds the new ``L`` from both sides: HOLD at the lower bound and gap-probe up to the upper.
+  Otherwise cut to ``drop_factor`` (0.7) of the refused count and gap-probe back up. Evidence from
+  requests sent before the refused one is ignored from then on;
+* *echo*: a request sent before the pause the first 429 started (it was in flight; the server
+  refuses whatever arrives during its block): no news.
+
+**6. 429 handling.** ``on_rate_limited`` pauses every waiter until receipt + Retry-After + 1 ms:
+after the server's block ends (it started before our receipt). A 429 without Retry-After pauses
+one window: after ``W`` every request the server logged has left its window. The refused request
+is not counted and is replayed by the caller. A quota 429 (``on_quota_exceeded``) pauses without
+evidence.
+
+**7. Warm start.** A stored :class:`LimitEstimate` (per client id and API base, by the crawler;
+scaled if its window differs) starts HOLD 5 % under it, then one gap probe up to the stored upper
+bound: no 429 if the limit did not change, the drop rules if it went down, the regular probes if
+it went up.
 
 Why not the usual suspects
---------------------------
-* **botocore adaptive mode** (a CUBIC-shaped token bucket: on a throttle the rate is cut to 0.7x,
-  then regrows along a cubic curve back to and beyond the old maximum). It learns a rate, not a
-  window count, so it cannot tell that a 429 after a pause only means "the window is still full";
-  each cut loses 30 % for a while and each regrowth overshoots into another throttle (a sawtooth
-  whose mean is ~85 % of the limit, with a 429 per cycle), and its token bucket refills during the
-  pause and bursts. It has no notion of Retry-After penalties.
-* **AIMD** (+1 per interval, halve on loss) is the same sawtooth with a 50 % cut: mean ~75 %, a 429
-  every cycle by construction.
-* **Scrapy AutoThrottle** targets latency (delay = latency / target concurrency). A 429 is fast, so
-  it *speeds up* when refused; it ignores Retry-After (scrapy #3849, #4424, #6660).
+==========================
+* **botocore's adaptive mode** (a CUBIC-shaped token bucket: on a throttle, cut the rate to 0.7x
+  the measured rate, then regrow along a cubic curve back to and past the old maximum). It learns
+  a *rate*, not a count in a window it could replicate exactly, so a 429 only says "too fast": it
+  cuts 30 %, regrows, overshoots into the next throttle (a sawtooth averaging ~85 % of the limit,
+  one 429 per cycle), and its bucket holds a second of tokens that it spends at once after a
+  pause. Its retries read only AWS's ``x-amz-retry-after`` (capped at backoff + 5 s), never
+  Retry-After, and delay only the retried request, not the other workers.
+* **AIMD** (+1 per interval, halve on loss): the same sawtooth with a 50 % cut, ~75 % on average.
+* **Scrapy's AutoThrottle** targets latency (delay = latency / target concurrency). A 429 is fast,
+  so it *speeds up* when refused, and it ignores Retry-After (scrapy #3849, #4424, #6660).
 * **Google SRE client-side throttling** rejects locally with probability
-  ``max(0, (requests - K * accepts) / (requests + 1))``. It sheds load to protect an overloaded
-  backend and by design keeps sending (and being refused) at about ``1/K`` above capacity: with a
-  penalty on every early retry that is exactly what we must not do.
+  ``max(0, (requests - K * accepts) / (requests + 1))``: it sheds load to protect an overloaded
+  backend and by design keeps sending about ``1/K`` above capacity, i.e. a steady stream of 429s,
+  exactly what a server with escalating penalties punishes.
 
-Ours uses what those can't: the limit is a *count in a window we can replicate exactly*. So a 429
-tells us the limit itself (not just "too fast"), one 429 pins it, steady state runs at the limit
-with no sawtooth, a pause only costs the slots that expired during it, and probes are spaced by
-an explicit cost budget.
+Here one 429 pins the limit, steady state sits at it with no sawtooth, a pause costs only the
+slots that expire during it (probes: almost none, thanks to the quiet stretch), a lowered limit
+is read off the Retry-After, and probes are spaced by an explicit budget.
 
-Falls short where physics says so: with ``W <= 2`` seconds a 429 (Retry-After >= 1 s) costs a
-quarter window or more, so detecting a raised limit quickly and keeping >= 95 % utilisation
-conflict; likewise for small limits a single probe 429 is a large share of requests. The budgets
-above make that trade explicit.
+Limits
+======
+With ``W <= 2`` s a Retry-After (>= 1 s) is half a window or more and cannot hide in a quiet
+stretch of at most a third of it; at ``W = 1`` s it cannot carry bounds either: utilisation is
+lower there (0.85-0.95 in the model). For small limits one probe 429 is a large share: the 429
+ratio is about ``1 / (max_probe_windows * L)`` (L = 10: 1.7 %) unless probes are spaced further,
+which delays finding a raised limit. The trade is two constructor arguments.
 
-The core is synchronous and time-explicit (``try_acquire`` / ``ready_at`` / ``on_*``), so it can
-be driven on virtual time; ``acquire`` is the asyncio facade (FIFO, cancellation-safe).
+The core is synchronous and time-explicit (:meth:`RateController.try_acquire`,
+:meth:`~RateController.ready_at`, ``on_*`` with an optional ``now``), so it runs on virtual time
+(``spotify_ingest.ratemodel``); :meth:`~RateController.acquire` is the asyncio facade (FIFO,
+cancellation-safe) and :meth:`~RateController.permit` its context manager.
 """
 
 from __future__ import annotations
@@ -356,15 +376,18 @@ class RateController:
         return len(self._log) - self._edge
 
     def estimate(self) -> LimitEstimate:
+        """The limit we operate at and its bounds; ``observed_at`` is the latest evidence."""
         limit = self._lo if self._lo > 0 else self._target
         if self._hi is not None:
             limit = min(limit, self._hi)
+        seen = max(self._lo_at, self._pause_started)
+        age = self._clock.now() - seen if seen > -math.inf else 0.0
         return LimitEstimate(
             limit=max(1, limit),
             lower=self._lo,
             upper=self._hi,
             window=self._w,
-            observed_at=time.time(),
+            observed_at=time.time() - max(0.0, age),
             samples=self._samples,
         )
 
@@ -531,6 +554,7 @@ class RateController:
             now = self._clock.now()
         ticket.state = _LOST
         self._inflight -= 1
+        self._uncount(ticket, now)  # a 429 is not logged by the window either
         ra = self._default_ra if retry_after is None or retry_after < 0 else float(retry_after)
         self._paused_until = max(self._paused_until, now + ra + 0.001)
         if self._waiters:
