@@ -1,0 +1,55 @@
+"""``spotify-ingest bench``: the side-by-side benchmark of issue 5 (registered by ``cli.py``).
+
+    spotify-ingest bench --quick                       # ~5 min: 20,000 artists, short budgets
+    spotify-ingest bench                               # ~30 min: 100,000 artists
+    spotify-ingest bench --scenario dev-2026 --contender spotify-ingest --contender fixed-rate
+
+Writes tables, plots and raw JSON into ``--out`` (``report.md``, ``plots/``, ``results.json``,
+``runs/``). Exit code 0 when every run produced its figures, 1 when one failed, 2 on an unknown
+scenario or contender name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .harness import CONTENDERS
+from .scenarios import SCENARIOS
+
+__all__ = ["bench_command"]
+
+
+def bench_command(
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="20,000 artists and short budgets (about 5 minutes)."),
+    ] = False,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            metavar="NAME",
+            help=f"Run only this scenario (repeatable): {', '.join(SCENARIOS)}.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Folder for tables, plots and JSON.")
+    ] = Path("bench/out"),
+    contender: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--contender",
+            metavar="NAME",
+            help=f"Run only this contender (repeatable): {', '.join(CONTENDERS)}.",
+        ),
+    ] = None,
+) -> None:
+    """Benchmark the seed, spotipy, fixed rate and botocore adaptive against spotify-ingest."""
+    from . import bench
+
+    code = bench(quick, scenario or None, out, contender or None)
+    if code:
+        raise typer.Exit(code)
