@@ -22,7 +22,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import CredentialsError, UsageError
@@ -186,9 +194,19 @@ class ClientSettings(BaseSettings):
     def from_env(
         cls, env_file: str | os.PathLike[str] | None = ".env", **overrides: Any
     ) -> ClientSettings:
-        """Settings from the environment and ``env_file``; keyword overrides win over both."""
+        """Settings from the environment and ``env_file``; keyword overrides win over both.
+
+        A value that does not parse (``SPOTIFY_READ_TIMEOUT=abc``) raises :class:`UsageError`,
+        one line naming the variable; the value itself is not repeated.
+        """
         env_path = Path(env_file) if env_file is not None else None
-        return cls(_env_file=env_path, **overrides)
+        try:
+            return cls(_env_file=env_path, **overrides)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False, include_input=False)[0]
+            name = "SPOTIFY_" + ".".join(str(p) for p in first["loc"]).upper()
+            where = f"the environment or {env_path}" if env_path else "the environment"
+            raise UsageError(f"{name} in {where} is not valid: {first['msg']}") from None
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(
