@@ -322,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise
         when = exc.resume_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
         print(
-            f"error: {exc} State is saved; run the same command again after {when}.",
+            f"error: {str(exc).rstrip('. ')}. State is saved; run the same command again "
+            f"after {when}.",
             file=sys.stderr,
         )
         code = EXIT_MUST_WAIT
