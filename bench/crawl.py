@@ -70,7 +70,8 @@ class SimProcess:
 
 async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **kw: Any) -> Any:
     creds = Credentials(client_id=DEMO_ID, client_secret=DEMO_SECRET)
-    controller = RateController(window=window, max_concurrency=kw.pop("concurrency", 8))
+    concurrency = kw.pop("concurrency", 8)
+    controller = RateController(window=window, max_concurrency=concurrency)
     with SQLiteStore(db) as store:
         async with SpotifyClient(
             creds, api_base=server.api_base, token_url=server.token_url, controller=controller
@@ -79,7 +80,7 @@ async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **k
                 store,
                 client,
                 controller,
-                CrawlOptions(strategy=strategy, **kw),
+                CrawlOptions(strategy=strategy, concurrency=concurrency, **kw),
                 client_id=DEMO_ID,
                 api_base=server.api_base,
             )
@@ -88,7 +89,7 @@ async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **k
 
 def run_one(
     *, artists: int, profile: str, limit: int, window: float, strategy: str, seed: int,
-    max_requests: int | None, duration: float | None,
+    max_requests: int | None, duration: float | None, concurrency: int = 8,
 ) -> dict[str, Any]:  # fmt: skip
     sim_args = [
         "--artists", str(artists), "--seed", str(seed), "--profile", profile,
@@ -99,7 +100,15 @@ def run_one(
         cpu0 = time.process_time()
         t0 = time.monotonic()
         report = asyncio.run(
-            _crawl(server, db, strategy, window, max_requests=max_requests, duration=duration)
+            _crawl(
+                server,
+                db,
+                strategy,
+                window,
+                max_requests=max_requests,
+                duration=duration,
+                concurrency=concurrency,
+            )
         )
         elapsed = time.monotonic() - t0
         cpu = time.process_time() - cpu0
@@ -149,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", nargs="+", default=["auto"])
     ap.add_argument("--max-requests", type=int)
     ap.add_argument("--duration", type=float)
+    ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", type=Path, help="append results as JSON lines here")
     args = ap.parse_args(argv)
     for strategy in args.strategies:
         result = run_one(
             artists=args.artists, profile=args.profile, limit=args.limit, window=args.window,
             strategy=strategy, seed=args.seed, max_requests=args.max_requests,
-            duration=args.duration,
+            duration=args.duration, concurrency=args.concurrency,
         )  # fmt: skip
         print(json.dumps(result), flush=True)
         if args.json:

@@ -229,6 +229,7 @@ class Crawler:
             hydrate=self.options.hydrate,
             fixed_order=STRATEGY_ORDER.get(self.options.strategy),
         )
+        runner.retired = planner.retired  # a retired kind is no longer spawned either
         self.store.set_meta("last_run", {"started_at": time.time(), "recovered_leases": recovered})
         return runner, planner
 

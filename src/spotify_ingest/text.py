@@ -9,6 +9,7 @@ to build queries and the store to count the artists it already knows under a pre
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 __all__ = ["name_words", "normalise"]
@@ -20,8 +21,12 @@ def normalise(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def name_words(name: str) -> list[str]:
-    """The distinct words search matches against, in order of first appearance."""
+@functools.lru_cache(maxsize=1 << 17)
+def name_words(name: str) -> tuple[str, ...]:
+    """The distinct words search matches against, in order of first appearance.
+
+    Cached: the same popular names come back on many pages of a crawl.
+    """
     words: list[str] = []
     current: list[str] = []
     for char in normalise(name):
@@ -32,4 +37,4 @@ def name_words(name: str) -> list[str]:
             current = []
     if current:
         words.append("".join(current))
-    return list(dict.fromkeys(words))
+    return tuple(dict.fromkeys(words))

@@ -86,9 +86,14 @@ class TaskRunner:
     search: SearchPlan
     kinds: frozenset[str]
     known: KnownNames | None = None
+    retired: frozenset[str] | set[str] = frozenset()  # kinds the planner gave up on: not spawned
 
     def enabled(self, kind: str) -> bool:
-        return kind in self.kinds and self.capabilities.has(ENDPOINT_OF[kind])
+        return (
+            kind in self.kinds
+            and kind not in self.retired
+            and self.capabilities.has(ENDPOINT_OF[kind])
+        )
 
     def _follow_artists(self, artists: Iterable[SimplifiedArtist]) -> list[TaskSpec]:
         spawn: list[TaskSpec] = []
