@@ -2,8 +2,8 @@
 
 Only this module prints and chooses exit codes. Every error the package raises on purpose
 (:class:`~spotify_ingest.errors.SpotifyIngestError`) becomes one line on stderr and the exit code
-of its class; flag errors exit 2; anything unforeseen exits 1 with a one-line summary, and
-``--debug`` shows the traceback.
+of its class; flag errors exit 2; anything unforeseen exits 1 with a one-line summary.
+``--debug`` prints the traceback before that line; the exit code is the same.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -319,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_SIGINT
     except MustWaitError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         when = exc.resume_at.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
         print(
             f"error: {str(exc).rstrip('. ')}. State is saved; run the same command again "
@@ -329,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_MUST_WAIT
     except SpotifyIngestError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -344,11 +345,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"error: {message} (see: {where} --help)", file=sys.stderr)
             sys.exit(EXIT_USAGE)
         if debug:
-            raise
-        print(
-            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            file=sys.stderr,
-        )
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for the traceback)"
+        print(f"internal error: {type(exc).__name__}: {exc}{hint}", file=sys.stderr)
         code = EXIT_INTERNAL
     sys.exit(code if isinstance(code, int) else EXIT_OK)
 
