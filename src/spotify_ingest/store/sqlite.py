@@ -105,9 +105,8 @@ class SQLiteStore:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
         try:
             self._db.execute("PRAGMA busy_timeout = 5000")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
+            # Checked before anything is written: a file we refuse is left exactly as it was
+            # (journal_mode = WAL below rewrites the header of a file in rollback mode).
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise SchemaTooNewError(
@@ -116,6 +115,9 @@ class SQLiteStore:
                 )
             if version == 0 and self._has_foreign_tables():
                 raise StoreError(f"{self.path} is an SQLite file but not a spotify-ingest database")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
             migrate(self._db, version)
         except sqlite3.DatabaseError as exc:
             self._db.close()
