@@ -353,7 +353,12 @@ class Crawler:
             result = self.store.complete(task, outcome)
         except LeaseLostError:
             return  # another worker took the task over after our lease expired: its result counts
-        self.known.add((a.id, a.name, isinstance(a, Artist)) for a in outcome.artists)
+        if result.new_full or result.new_simplified or result.upgraded:
+            fresh, better = self.known.fresh((a.id, isinstance(a, Artist)) for a in outcome.artists)
+            changed = fresh | better
+            self.known.add(
+                (a.id, a.name, isinstance(a, Artist)) for a in outcome.artists if a.id in changed
+            )
         self._in_flight.pop(task.id, None)
         self._tasks_done += 1
         new = result.new_full + result.new_simplified

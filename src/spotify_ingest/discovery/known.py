@@ -64,6 +64,21 @@ class KnownNames:
         )
         db.execute("COMMIT")
 
+    def fresh(self, artists: Iterable[tuple[str, bool]]) -> tuple[set[str], set[str]]:
+        """Of ``(id, full)`` pairs: the ids never seen, and the ids seen simplified now full."""
+        wanted = dict(artists)
+        held: dict[str, int] = {}
+        ids = list(wanted)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            held.update(
+                self._db.execute(f"SELECT id, full FROM artist WHERE id IN ({marks})", chunk)
+            )
+        new = {i for i in wanted if i not in held}
+        upgraded = {i for i, full in wanted.items() if full and held.get(i) == 0}
+        return new, upgraded
+
     def count(self, prefix: str) -> tuple[int, int]:
         """Artists known with a name word starting with ``prefix``: (all, full)."""
         row = self._db.execute(

@@ -96,15 +96,25 @@ class TaskRunner:
         )
 
     def _follow_artists(self, artists: Iterable[SimplifiedArtist]) -> list[TaskSpec]:
-        spawn: list[TaskSpec] = []
+        """``artist_albums`` for artists never seen before, ``related`` for artists seen in full
+        for the first time (the known index says which; without it every artist, the task key
+        dropping duplicates)."""
         albums = self.enabled("artist_albums")
         related = self.enabled("related")
         if not (albums or related):
-            return spawn
+            return []
+        artists = list(artists)
+        new: set[str] | None = None
+        first_full: set[str] | None = None
+        if self.known is not None:
+            new, upgraded = self.known.fresh((a.id, isinstance(a, Artist)) for a in artists)
+            first_full = new | upgraded
+        spawn: list[TaskSpec] = []
         for artist in artists:
-            if albums:
+            if albums and (new is None or artist.id in new):
                 spawn.append(TaskSpec("artist_albums", {"artist": artist.id, "offset": 0}))
-            if related and isinstance(artist, Artist):
+            full = isinstance(artist, Artist)
+            if related and full and (first_full is None or artist.id in first_full):
                 spawn.append(TaskSpec("related", {"artist": artist.id}))
         return spawn
 
