@@ -1,0 +1,81 @@
+"""Run the ``spotify-ingest`` CLI with a SIGKILL armed at an exact point: a crash-test launcher.
+
+``python killpoint.py ARGS...`` runs ``spotify_ingest.cli.main(ARGS)`` exactly as the console script
+does, after arming at most one of:
+
+* ``SI_KILL_AT_COMMIT=N``: the process SIGKILLs itself when SQLite starts executing the N-th
+  ``COMMIT`` (a statement trace set on every connection the process opens): the transaction's
+  statements have run, its commit has not completed.
+* ``SI_KILL_AT_RESPONSE=N``: the process SIGKILLs itself as soon as the N-th ``/v1`` response has
+  arrived (the server counted and answered the request; the crawler has not parsed or stored it).
+
+Nothing of spotify-ingest is replaced: ``sqlite3.connect`` gets a trace callback and
+``httpx.AsyncClient.send`` a counter around the real call. SIGKILL cannot be caught, so what the
+next run finds is what a power cut or the OOM killer would leave at that moment.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import sys
+from typing import Any
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _arm_commit(n: int) -> None:
+    real_connect = sqlite3.connect
+    seen = 0
+
+    def trace(statement: str) -> None:
+        nonlocal seen
+        if statement.lstrip().upper().startswith("COMMIT"):
+            seen += 1
+            if seen == n:
+                _die()
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real_connect(*args, **kwargs)
+        conn.set_trace_callback(trace)
+        return conn
+
+    sqlite3.connect = connect
+
+
+def _arm_response(n: int) -> None:
+    import httpx
+
+    real_send = httpx.AsyncClient.send
+    seen = 0
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+        nonlocal seen
+        response = await real_send(self, request, **kwargs)
+        if "/v1/" in request.url.path:
+            seen += 1
+            if seen == n:
+                _die()
+        return response
+
+    httpx.AsyncClient.send = send  # type: ignore[method-assign]
+
+
+def main() -> None:
+    commit = int(os.environ.get("SI_KILL_AT_COMMIT", "0"))
+    response = int(os.environ.get("SI_KILL_AT_RESPONSE", "0"))
+    if commit:
+        _arm_commit(commit)
+    if response:
+        _arm_response(response)
+    from spotify_ingest.cli import main as cli_main
+
+    sys.argv[0] = "spotify-ingest"
+    cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
