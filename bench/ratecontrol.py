@@ -41,6 +41,7 @@ import random
 import sys
 import time
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -285,6 +286,7 @@ async def _run_ours(
     latency_ms: float,
     catalog: Any,
     seed: int,
+    concurrency: int,
 ) -> Row:
     import httpx
 
@@ -295,7 +297,7 @@ async def _run_ours(
     config, app = _sim_app(limit, window, schedule, latency_ms, catalog, seed)
     transport = httpx.ASGITransport(app=app)
     warm = _warm(limit, window) if scenario != "cold" else None
-    rc = RateController(window, warm_start=warm, max_concurrency=CONCURRENCY)
+    rc = RateController(window, warm_start=warm, max_concurrency=concurrency)
     creds = Credentials(client_id=config.client_id, client_secret=config.client_secret)
     ids = [catalog.artist_id(i) for i in range(min(2000, catalog.n_artists))]
     rng = random.Random(seed)
@@ -316,19 +318,20 @@ async def _run_ours(
                 await sp.artist(ids[rng.randrange(len(ids))])
 
         t_cpu = time.process_time()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         cpu = time.process_time() - t_cpu
-        client_requests = sp.stats.requests
     times, stats = await _ground_truth(transport, config.client_id)
     end = stats["uptime_s"]
     lim = limit_fn(limit, schedule)
     change = schedule[0][0] if schedule else 0.0
     settle = None
     if scenario == "halve":
-        # Controller times are loop times; the simulator's are since its origin (~ our origin).
-        offset = origin - (loop.time() - stats["uptime_s"])
+        # Controller times are loop times; the simulator's count from its origin.
+        sim_origin = loop.time() - stats["uptime_s"]
         late = [
-            t - offset for t, k in rc.refusals if k not in ("probe", "echo") and t - offset > change
+            t - sim_origin
+            for t, k in rc.refusals
+            if k not in ("probe", "echo") and t - sim_origin > change
         ]
         settle = (max(late) - change) / window if late else 0.0
     requests = stats["accepted"] + stats["rejected_429"]
@@ -347,8 +350,9 @@ async def _run_ours(
         extra={
             "estimate": json.loads(rc.estimate().to_json()),
             "probes": rc.probes,
-            "cpu_ms_per_request": 1000 * cpu / max(1, client_requests),
+            "refusals": dict(Counter(k for _, k in rc.refusals)),
             "max_in_any_window": stats["max_accepted_in_any_window"],
+            "process_cpu_share": round(cpu / max(1e-9, n_windows * window), 3),
         },
     )
 
@@ -361,6 +365,7 @@ async def _run_baseline(
     latency_ms: float,
     catalog: Any,
     seed: int,
+    concurrency: int,
 ) -> Row:
     """The seed's policy or aiolimiter's fixed rate, with a bare httpx loop."""
     import httpx
@@ -405,7 +410,7 @@ async def _run_baseline(
                     retry_after = float(response.headers.get("retry-after", "1"))
                     paused_until = max(paused_until, loop.time() + retry_after)
 
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
     times, stats = await _ground_truth(transport, config.client_id)
     lim = limit_fn(limit, [])
     requests = stats["accepted"] + stats["rejected_429"]
@@ -432,6 +437,7 @@ async def real_rows(
     scenarios: Sequence[str],
     baselines: bool,
     group: int,
+    concurrency: int,
 ) -> list[Row]:
     from spotify_ingest.sim.catalog import Catalog
 
@@ -440,10 +446,16 @@ async def real_rows(
     for limit in limits:
         jobs: list[Any] = []
         for i, scenario in enumerate(scenarios):
-            jobs.append(_run_ours(limit, window, scenario, n_windows, latency_ms, catalog, i))
+            jobs.append(
+                _run_ours(limit, window, scenario, n_windows, latency_ms, catalog, i, concurrency)
+            )
         if baselines:
             for policy in ("seed", "fixed"):
-                jobs.append(_run_baseline(policy, limit, window, n_windows, latency_ms, catalog, 7))
+                jobs.append(
+                    _run_baseline(
+                        policy, limit, window, n_windows, latency_ms, catalog, 7, concurrency
+                    )
+                )
         # Heavy limits in smaller groups: one event loop carries every client and simulator.
         size = len(jobs) if limit * len(jobs) / window <= 400 * max(1, group) else group
         for k in range(0, len(jobs), size):
@@ -490,6 +502,7 @@ def main() -> None:
     parser.add_argument("--scenarios", default="cold,warm,halve,double")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--group", type=int, default=3, help="concurrent runs for heavy limits")
+    parser.add_argument("--concurrency", type=int, default=32, help="workers per real run")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
     if not (args.virtual or args.cpu or args.real):
@@ -522,6 +535,7 @@ def main() -> None:
                 args.scenarios.split(","),
                 not args.no_baselines,
                 args.group,
+                args.concurrency,
             )
         )
         print(f"## real time, W = {args.window:g} s ({time.monotonic() - started:.0f} s)\n")

