@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,15 @@ import typer
 from typer.testing import CliRunner
 
 from spotify_ingest.benchmark import runner as bench_runner
+from spotify_ingest.benchmark.adapters import BotocoreAdaptiveController, FixedRateController
 from spotify_ingest.benchmark.cli import bench_command
+from spotify_ingest.benchmark.clock import SimTime
 from spotify_ingest.benchmark.harness import CONTENDERS
 from spotify_ingest.benchmark.metrics import capacity, coverage_times, utilisation
 from spotify_ingest.benchmark.report import SECTION_TITLE, publish
 from spotify_ingest.benchmark.scenarios import BenchScale
+from spotify_ingest.benchmark.seed import RateLimited, SeedPlan
+from spotify_ingest.benchmark.spotipy_contender import ScaledTime
 
 TINY = BenchScale(artists=2000, budget=3.0, hard_kill_grace=20.0)
 
@@ -102,3 +107,67 @@ def test_metrics() -> None:
     assert accepted == 250 and math.isclose(cap, 100 * 100 / 30)
     assert util is not None and math.isclose(util, 0.75)
     assert utilisation(times, lambda t: 100, 0.0, 10.0, 30.0)[0] is None  # under a window
+
+
+class _FakeSeedApi:
+    """Featured playlist -> 2 artists; related artists of each known id; 429 on one call."""
+
+    def __init__(self, related: dict[str, list[str]], refuse: set[str]) -> None:
+        self.related = related
+        self.refuse = refuse
+        self.requests_sent = 0
+        self.calls: list[str] = []
+
+    def featured_playlist_ids(self) -> list[str]:
+        return ["p"]
+
+    def playlist_pages(self, playlist_id: str) -> list[str]:
+        return ["a"]
+
+    def several_artists(self, ids: list[str]) -> list[dict[str, object]]:
+        return [{"id": i, "genres": []} for i in ids]
+
+    def related_artists(self, artist_id: str) -> list[dict[str, object]]:
+        self.calls.append(artist_id)
+        if artist_id in self.refuse:
+            self.refuse.discard(artist_id)
+            raise RateLimited(3.0)
+        return [{"id": r, "genres": []} for r in self.related.get(artist_id, [])]
+
+    def refresh_token(self) -> None:
+        pass
+
+
+def test_seed_plan_loses_the_popped_artist_on_429() -> None:
+    api = _FakeSeedApi({"a": ["b"], "b": ["c"], "c": ["d"]}, refuse={"b"})
+    slept: list[float] = []
+    plan = SeedPlan(api, sleep=slept.append, should_stop=lambda n: None, on_progress=lambda n: 0)
+    assert plan.run() == "done"
+    # "b" was refused once and never explored again: "c" and "d" are never found.
+    assert set(plan.artists) == {"a", "b"}
+    assert api.calls == ["a", "b"] and slept == [3.0] and plan.lost_units == 1
+
+
+def test_scaled_time_for_spotipy() -> None:
+    shim = ScaledTime(100.0)
+    t0, m0 = shim.time(), time.monotonic()
+    shim.sleep(5.0)  # 5 simulated seconds = 50 ms
+    assert time.monotonic() - m0 < 1.0
+    assert shim.time() - t0 >= 4.9 and shim.longest_sleep == 5.0
+
+
+async def test_botocore_adapter_slows_down_after_a_throttle() -> None:
+    ctl = BotocoreAdaptiveController(window=30.0, clock=SimTime(1000.0))
+    for _ in range(20):  # no pacing before the first throttle, as in botocore
+        ctl.on_success(await ctl.acquire())
+    assert not ctl.enabled
+    ctl.on_rate_limited(await ctl.acquire(), 5.0)
+    assert ctl.enabled and ctl.estimate().limit >= 1
+    await ctl.acquire()  # paced by the token bucket now, in scaled time: returns
+
+
+async def test_fixed_rate_adapter_counts_the_window() -> None:
+    ctl = FixedRateController(60, window=30.0, clock=SimTime(15.0))
+    for _ in range(10):
+        ctl.on_success(await ctl.acquire())
+    assert ctl.window_count() == 10 and ctl.estimate().limit == 60

@@ -81,20 +81,29 @@ async def _crawl(spec: ContenderSpec, rec: Recorder, db: Path) -> dict[str, Any]
             )
             rec.start()
             # ``duration`` is checked by workers between tasks; when every worker is inside a
-            # long wait (a penalty waited out), nobody checks it, so the budget also stops the
-            # crawl from outside (``request_stop``, the path Ctrl-C takes).
-            timer = asyncio.get_running_loop().call_later(
-                spec.budget, crawler.request_stop, "duration"
-            )
+            # long wait (a penalty waited out), nobody checks it. So at the budget the crawl is
+            # also asked to stop from outside (``request_stop``, the path Ctrl-C takes), and half
+            # a window later cancelled (the crawler's own grace is 5 real seconds, which would
+            # only make a compressed benchmark longer; state is committed either way).
+            loop = asyncio.get_running_loop()
+            run = asyncio.ensure_future(crawler.run())
+            timers = [
+                loop.call_later(spec.budget, crawler.request_stop, "duration"),
+                loop.call_later(spec.budget + spec.window_real / 2, run.cancel),
+            ]
             try:
-                report = await crawler.run()
+                report = await run
                 extra["stop_reason"] = _reason(report.stop_reason)
                 extra["report"] = report.to_json()
+            except asyncio.CancelledError:
+                extra["stop_reason"] = "budget"
+                extra["report"] = crawler.report().to_json()
             except SpotifyIngestError as exc:  # MustWaitError and the like end the crawl
                 extra["stop_reason"] = f"error: {type(exc).__name__}: {exc}"
                 extra["report"] = crawler.report().to_json()
             finally:
-                timer.cancel()
+                for timer in timers:
+                    timer.cancel()
             extra["client"] = client.stats.as_dict()
             extra["estimate"] = controller_estimate(controller)
     return extra

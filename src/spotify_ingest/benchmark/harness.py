@@ -9,10 +9,13 @@ Steps of ``run_contender``:
    scenario's profile, hidden limit, schedule, faults, latency and time scale; send the contender
    its ``ContenderSpec``: the simulator's clock and the contender's start are then within
    milliseconds of each other;
-3. wait for the process (``os.wait4``, which also gives its own peak RSS and CPU); past the
-   budget plus a grace it is terminated, then killed (reported as such);
+3. wait for the process (``os.wait4``, which also gives its CPU seconds; its peak RSS it reports
+   itself, see ``record.peak_rss_mb``); past the budget plus a grace it is terminated, then
+   killed (reported as such);
 4. read the ground truth (``/__sim/stats``, ``/__sim/accepted``, ``/__sim/catalog``) and the
    limit in force over time from the simulator, stop it, and compute the figures (``metrics.py``).
+   ``simulator_cpu_s`` is this process's CPU time during the run: the simulator's share of the
+   machine, to tell a CPU-starved run from a rate-limited one.
 """
 
 from __future__ import annotations

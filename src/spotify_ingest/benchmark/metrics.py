@@ -18,8 +18,9 @@ Definitions:
   1.0 means "as fast as the hidden limit allows". A run shorter than a window has none (n/a);
 * 429 ratio: 429 answers over all requests (``/__sim/stats``); escalations: penalties doubled by
   a request during a Retry-After; requests per artist: requests over artists covered;
-* peak RSS and CPU: the contender process's own (``os.wait4``); CPU per 1,000 requests uses the CPU
-  seconds it spent from ``t0`` to its end (imports excluded).
+* peak RSS: the contender process's ``VmHWM`` (its own peak since ``exec``); CPU per 1,000
+  requests: the CPU seconds the process spent from ``t0`` to its end (imports excluded), over its
+  API requests (token requests are not counted as requests anywhere).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "capacity",
     "coverage_times",
     "rate_series",
+    "summarise_numbers",
     "utilisation",
 ]
 
@@ -112,12 +114,12 @@ def rate_series(
     start: float,
     end: float,
     window: float,
-    points_per_window: int = 4,
+    points_per_window: int = 8,
 ) -> dict[str, list[float]]:
     """Accepted requests in the window ending at each point, and the hidden limit there.
 
-    Points every ``window / points_per_window`` from ``start + window`` (a full window back) to
-    ``end``; times in simulated seconds since ``start``.
+    Points every ``window / points_per_window`` from ``start`` to ``end`` (the first window's
+    points look back over less than a window); times in simulated seconds since ``start``.
     """
     step = window / points_per_window
     ts: list[float] = []

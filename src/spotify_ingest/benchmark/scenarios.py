@@ -77,7 +77,7 @@ class BenchScale:
     artists: int = 20_000
     large_artists: int = 100_000  # the ``large`` scenario's catalog
     window_real: float = 2.0  # real seconds per 30-second window
-    budget: float = 80.0  # real seconds per run, at most (times the scenario's factor)
+    budget: float = 75.0  # real seconds per run, at most (times the scenario's factor)
     target_coverage: float = 0.99  # a run stops once it has found this share of the catalog
     seed: int = 0
     latency_ms: float = 100.0  # simulated milliseconds (mean)
@@ -97,7 +97,7 @@ class BenchScale:
 
 
 FULL: Final = BenchScale()
-QUICK: Final = BenchScale(artists=5_000, large_artists=20_000, budget=10.0)
+QUICK: Final = BenchScale(artists=5_000, large_artists=20_000, budget=9.0)
 
 
 def scale_for(quick: bool) -> BenchScale:
