@@ -106,6 +106,15 @@ def script_roots(script: str) -> list[str]:
     )
 
 
+_SEEN_WORDS_MAX = 200_000
+
+
+def _is_ideograph(char: str) -> bool:
+    """CJK unified or compatibility ideograph (the blocks names use)."""
+    o = ord(char)
+    return 0x3400 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF or 0x20000 <= o <= 0x323AF
+
+
 def _is_base(char: str) -> bool:
     return char in BASE_ALPHABET
 
@@ -117,6 +126,8 @@ class Alphabet:
     first: set[str] = field(default_factory=lambda: set(BASE_ALPHABET))
     follow: dict[str, set[str]] = field(default_factory=dict)
     scripts: set[str] = field(default_factory=set)  # scripts opened (all their roots queued)
+    # Words already learned from (bounded; forgetting one only costs learning it again).
+    _seen_words: set[str] = field(default_factory=set, repr=False)
 
     def _add_root(self, char: str, new: set[str]) -> None:
         if char not in self.first:
@@ -135,14 +146,20 @@ class Alphabet:
     def learn(self, names: Iterable[str]) -> set[str]:
         """Record the characters of ``names``; returns root characters never queued before."""
         new: set[str] = set()
+        seen = self._seen_words
         for name in names:
             for word in name_words(name):
+                if word in seen:
+                    continue
+                if len(seen) >= _SEEN_WORDS_MAX:
+                    seen.clear()
+                seen.add(word)
                 self._add_root(word[0], new)
                 if not _is_base(word[0]):
                     new |= self.open_script(script_of(word[0]))
                 for a, b in itertools.pairwise(word):
                     self.follow.setdefault(a, set()).add(b)
-                    if script_of(b) == "CJK":  # ideographs: any one may start a word
+                    if _is_ideograph(b):  # any ideograph may start a word
                         self._add_root(b, new)
         return new
 

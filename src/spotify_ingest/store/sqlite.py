@@ -260,22 +260,23 @@ class SQLiteStore:
                 best[artist.id] = artist
         try:
             with self._tx() as db:
-                known = self._details_of(db, list(best))
+                stored = self._rows_of(db, list(best))
                 new_full = new_simplified = upgraded = 0
                 rows = []
                 for artist_id, artist in best.items():
                     full = isinstance(artist, Artist)
-                    before = known.get(artist_id)
+                    row = _artist_row(artist, task.kind, now)
+                    before = stored.get(artist_id)
                     if before is None:
                         if full:
                             new_full += 1
                         else:
                             new_simplified += 1
-                    elif full and before == Detail.SIMPLIFIED:
+                    elif full and before[1] == Detail.SIMPLIFIED:
                         upgraded += 1
-                    elif not full:
-                        continue  # nothing new to write
-                    rows.append(_artist_row(artist, task.kind, now))
+                    elif not full or before == row[1:9]:
+                        continue  # nothing new to write (a full artist seen again, unchanged)
+                    rows.append(row)
                 db.executemany(_UPSERT_ARTIST, rows)
                 cur = db.execute(
                     "UPDATE tasks SET state = 2, finished_at = ?, requests = ?, value = ? "
@@ -299,6 +300,21 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to {self.path}: {exc}") from None
         return CompletionResult(new_full, new_simplified, upgraded, spawned)
+
+    @staticmethod
+    def _rows_of(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """Stored ``(name, detail, genres, popularity, followers, images, uri, external_url)``."""
+        held: dict[str, tuple[Any, ...]] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                "SELECT id, name, detail, genres, popularity, followers, images, uri, external_url "
+                f"FROM artists WHERE id IN ({marks})",
+                chunk,
+            ):
+                held[row[0]] = tuple(row[1:])
+        return held
 
     @staticmethod
     def _details_of(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Detail]:
