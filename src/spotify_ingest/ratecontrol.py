@@ -124,6 +124,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import time
@@ -217,6 +218,15 @@ class Ticket:
 
     def __repr__(self) -> str:
         return f"Ticket(seq={self.seq}, sent_at={self.sent_at:.4f}, count={self.count_before})"
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _resolve_after(fut: asyncio.Future[None], _task: asyncio.Task[None]) -> None:
+    _resolve(fut)
 
 
 class _Waiter:
@@ -624,12 +634,27 @@ class RateController:
                         if self._waiters:
                             self._wake_head()
                         return ticket
+                    fut = me.fut = loop.create_future()
                     if self._inflight >= self._max_conc:
-                        me.fut = loop.create_future()
-                        await me.fut
+                        await fut  # a response frees a slot
                     else:
+                        # Until the time ready_at names, or until a response changes the state
+                        # (a probe step raises the cap, a 429 pauses...), whichever comes first.
                         # (At least 0.1 ms: never spin if the clock is coarser than our sums.)
-                        await self._clock.sleep(max(1e-4, self.ready_at(now) - now))
+                        delay = max(1e-4, self.ready_at(now) - now)
+                        if type(self._clock) is MonotonicClock:
+                            timer = loop.call_later(delay, _resolve, fut)
+                            try:
+                                await fut
+                            finally:
+                                timer.cancel()
+                        else:
+                            sleeper = loop.create_task(self._clock.sleep(delay))
+                            sleeper.add_done_callback(functools.partial(_resolve_after, fut))
+                            try:
+                                await fut
+                            finally:
+                                sleeper.cancel()
                 else:
                     me.fut = loop.create_future()
                     await me.fut
@@ -702,7 +727,7 @@ class RateController:
             t = log[i]
             if t.sent_at > start:
                 break
-            rtt = t.rtt if t.rtt >= 0 else max(mean, now - t.sent_at)
+            rtt = t.rtt if t.rtt >= 0 else mean  # in flight: a typical trip
             if t.sent_at + share * rtt <= start:
                 out += 1
             i += 1
@@ -716,7 +741,7 @@ class RateController:
             elif t.sent_at <= arrive - half:
                 break
             else:
-                rtt = t.rtt if t.rtt >= 0 else max(mean, now - t.sent_at)
+                rtt = t.rtt if t.rtt >= 0 else mean  # in flight: a typical trip
                 if t.sent_at + share * rtt >= arrive:
                     out += 1  # reached the server after r
             j -= 1
@@ -759,7 +784,7 @@ class RateController:
         for t in self._log:
             if t is r:
                 continue
-            rtt = t.rtt if t.rtt >= 0 else max(mean, now - t.sent_at)
+            rtt = t.rtt if t.rtt >= 0 else mean  # in flight: a typical trip
             a = t.sent_at + self._share * rtt
             if a <= start:
                 continue
@@ -872,18 +897,25 @@ class RateController:
         return math.floor(0.1 * self._rtt_mean * self._target * self._hold_k() / self._w)
 
     def _soon_room(self, now: float) -> float:
-        """Earliest time >= now at which the oldest of our requests in the server's window leaves
-        within a second (so that a 429 then says Retry-After: 1, not 2)."""
+        """When a probe may be refused and hear Retry-After: 1, not 2.
+
+        The server's Retry-After is the time until the oldest request it logged leaves. Where our
+        pattern has a gap longer than a second (the quiet stretch and the pause that made it),
+        the time ``t`` between the gap's replay start and its end minus one second is "bad":
+        there the oldest request leaves more than a second later. If such a bad stretch begins
+        within the next second, a probe started now would be refused in it; wait until it ends.
+        """
         w = self._w
         share = self._share
         mean = self._rtt_mean
-        prev = -math.inf  # estimated arrival of the previous entry
+        prev = -math.inf
         for t in self._log:
             arrive = t.sent_at + share * (t.rtt if t.rtt >= 0 else mean)
-            if arrive + w > now:  # the oldest in the window for times in [prev + w, arrive + w)
-                at = max(now, prev + w, arrive + w - 1.0 + 0.01)
-                if at < arrive + w:
-                    return at
+            bad_end = arrive + w - 1.0 + 0.01
+            if bad_end > now and bad_end > prev + w:  # a gap longer than a second
+                if prev + w < now + 1.0:
+                    return max(now, bad_end)
+                return now
             prev = arrive
         return now
 
