@@ -5,7 +5,10 @@ defaults of ``spotify-ingest crawl``: 8 workers; plus ``--wait``), on the simula
 clock; they differ only in the controller: our ``RateController`` (window 30 s), or one of the
 adapters of ``adapters.py``. The crawl stops when it is done, holds the target share of the
 catalog (``max_artists``), or reaches the budget (``duration``). Samples come from the crawler's
-progress callback (every 0.25 s); the artists are read back from the store at the end.
+progress callback (every 0.25 s), with what the controller believed at that moment
+(``controller.jsonl``: its limit estimate, our controller's target, its window count, requests in
+flight, CPU seconds so far, the load average: enough to tell pacing from starvation); the
+artists are read back from the store at the end.
 
 ``--wait`` (``wait=True``): a Retry-After above ``--max-wait`` (900 s) would otherwise stop the
 crawl with exit code 75 and state saved, for the user to run it again later. Here the crawl waits
@@ -16,8 +19,11 @@ the run's budget. It only matters for contenders that earn long penalties.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,8 +59,24 @@ async def _crawl(spec: ContenderSpec, rec: Recorder, db: Path) -> dict[str, Any]
     creds = Credentials(client_id=spec.client_id, client_secret=spec.client_secret)
     extra: dict[str, Any] = {}
 
+    trace = (rec.out_dir / "controller.jsonl").open("w")
+
     def on_progress(p: Progress) -> None:
         rec.sample(p.artists, p.full)
+        # What the controller believed and how busy the crawl was: [t, limit estimate, target
+        # (ours), window count, requests in flight (ours), CPU seconds so far, load average].
+        target = getattr(controller, "target", None)
+        in_flight = getattr(controller, "in_flight", None)
+        row = [
+            round(time.monotonic(), 4),
+            p.limit_estimate,
+            target,
+            round(p.rate * p.window),
+            in_flight,
+            round(time.process_time(), 3),
+            os.getloadavg()[0],
+        ]
+        trace.write(json.dumps(row) + "\n")
 
     with SQLiteStore(db) as store:
         async with SpotifyClient(
@@ -106,6 +128,14 @@ async def _crawl(spec: ContenderSpec, rec: Recorder, db: Path) -> dict[str, Any]
                     timer.cancel()
             extra["client"] = client.stats.as_dict()
             extra["estimate"] = controller_estimate(controller)
+            refusals = getattr(controller, "refusals", None)
+            if refusals is not None:  # ours: what each 429 was taken for, when (windows)
+                extra["refusals"] = [
+                    [round((t / clock.scale - rec.t0) / spec.window_real, 2), kind]
+                    for t, kind in refusals
+                ]
+                extra["probes"] = getattr(controller, "probes", None)
+    trace.close()
     return extra
 
 

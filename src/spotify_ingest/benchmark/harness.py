@@ -102,6 +102,23 @@ def _read_found(path: Path) -> tuple[set[str], set[str]]:
     return found, full
 
 
+def _estimate_series(path: Path, times: RunTimes) -> dict[str, list[Any]] | None:
+    """The controller's beliefs over time (crawler contenders): windows, estimate, target."""
+    if not path.exists():
+        return None
+    keys = ("limit", "target", "window_count", "in_flight", "cpu_s", "loadavg")
+    out: dict[str, list[Any]] = {"windows": [], **{k: [] for k in keys}}
+    for line in path.read_text().splitlines():
+        try:
+            t, *values = json.loads(line)
+        except ValueError:
+            continue
+        out["windows"].append(round(times.windows_since_start(float(t)), 4))
+        for k, v in zip(keys, values, strict=False):
+            out[k].append(v)
+    return out
+
+
 def run_contender(
     scenario: Scenario, contender: str, scale: BenchScale, out_dir: Path
 ) -> dict[str, Any]:
@@ -301,6 +318,7 @@ def _figures(
             "coverage": [round(f / n, 6) if n else 0.0 for _, f, _ in samples],
             "full": [round(f / n, 6) if n else 0.0 for _, _, f in samples],
         },
+        "estimate_series": _estimate_series(run_dir / "controller.jsonl", times),
         "rate_series": rate_series(
             accepted_times, limit_at, start_sim, max(end_sim, start_sim), SPOTIFY_WINDOW
         ),

@@ -3,8 +3,10 @@
 Per scenario: a Markdown table (one row per contender), ``plots/<scenario>-coverage.png``
 (coverage over time, every contender; dashed: artists with full details) and
 ``plots/<scenario>-rate.png`` (accepted requests in the last window over time, one panel per
-contender, with the hidden limit drawn). ``results.json`` holds every figure and series;
-``report.md`` every table with the command and the machine.
+contender, with the hidden limit drawn, and dotted what the crawler contenders' controllers aimed
+at: our RateController's target, aiolimiter's fixed rate, botocore's token-bucket rate x W).
+``results.json`` holds every figure and series; ``report.md`` every table with the command and
+the machine.
 
 ``python -m spotify_ingest.benchmark.report OUT_DIR [--benchmarks BENCHMARKS.md --png-dir DIR]``
 rewrites the "Contenders side by side (issue 5)" section of BENCHMARKS.md from a finished run and
@@ -180,6 +182,12 @@ def plot_scenario(
                 label="accepted in the last window")  # fmt: skip
         ax.step(xs, rs["limit"], where="post", color="black", linestyle="--", linewidth=1.0,
                 label="hidden limit")  # fmt: skip
+        est = f.get("estimate_series")
+        if est and est["windows"]:
+            belief = [t if t is not None else e for t, e in zip(est["target"], est["limit"],
+                                                                strict=False)]  # fmt: skip
+            ax.step(est["windows"], belief, where="post", color=_COLOURS.get(f["contender"]),
+                    linestyle=":", linewidth=1.0, label="contender's cap / estimate")  # fmt: skip
         util = f.get("utilisation")
         ax.set_title(
             f"{f['contender']}: utilisation {_num(util, '.2f')}, "
@@ -188,7 +196,8 @@ def plot_scenario(
         )
         ax.set_ylim(0, top * 1.25)
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="upper right", fontsize=7)
+    for ax in axes[:, 0]:
+        ax.legend(loc="lower right", fontsize=6)
     axes[-1, 0].set_xlabel("time (windows of 30 simulated seconds)")
     fig.suptitle(f"{scenario}: requests per rolling window vs the hidden limit", fontsize=10)
     fig.tight_layout()
