@@ -41,8 +41,11 @@ count is below the cap (refilling what a pause left), ``1 + pace_allowance`` at 
 ``next_send`` is one value for the whole fleet, sends are evenly spaced across workers: no worker
 can burst because another was idle.
 
-**on_success** (script): the request reached the server with ``count_before`` others in its
-window, so ``L >= count_before + 1``: raise the shared ``lo`` (and drop ``hi`` if that passes it);
+**on_success** (script): the request found room, so ``L >= n + 1`` with ``n`` what the server
+had logged when it arrived; we estimate ``n`` as the log entries sent before it that were still in
+the window at its estimated arrival (send time + a quarter of its round trip, as the local
+controller assumes; at most ``count_before``): raise the shared ``lo`` (and drop ``hi`` if that
+passes it);
 in a gallop, double the step; in HOLD, a pass at the cap confirms the level; add the round-trip
 time to the shared jitter estimate.
 
@@ -52,7 +55,9 @@ got the 429 stops at once, locally). Then learn, exactly as the local controller
 request was sent before the current pause began (an "echo" of the 429 that started it) or before
 the last evidence reset: the end of the COLD ramp (loose bounds, then a gap probe pins ``L``), a
 failed probe (HOLD at the refused count: the limit is pinned), jitter at a cap that kept passing
-(widen the margin; twice within three windows: ``lo - 1``), or a drop (the limit went down:
+(widen the margin; twice within three windows: ``lo - 1``), or a drop (more than 3 % below ``lo``,
+counting the log at the request's estimated arrival: a request from a busy worker that left late
+met a fuller window than at its grant; then the limit went down:
 ``lo = 0.7 x count``, then a gap probe up to the fresh ``hi``). After any such 429 the tickets
 still in flight carry no evidence (their counts included the refused request).
 
@@ -61,9 +66,10 @@ budgets as the local controller: throughput lost to a failed probe's pause and t
 so N workers probe as gently as one. A state untouched for ``idle_windows`` windows (a crawl that
 was stopped) is re-warmed: HOLD 5 % under what it knew, then a gap probe.
 
-**What the local controller has that this one leaves out**: the arrival-order count estimate and
-the Retry-After bounds (they need every ticket's round trip: evidence is taken in send order here),
-and the quiet stretch (a failed probe's pause costs throughput here; the probe interval budgets it).
+**What the local controller has that this one leaves out**: the per-ticket arrival-order estimate
+(here only the reported request's own round trip is known, not every ticket's), the Retry-After
+bounds after a drop, and the quiet stretch (a failed probe's pause costs throughput here; the
+probe interval budgets it).
 The warm start from the store (the estimate the crawl saved) seeds a fresh shared state.
 
 Redis going away
@@ -139,6 +145,7 @@ local TTL = tonumber(ARGV[10])
 local WARM_LO = tonumber(ARGV[11])
 local WARM_HI = tonumber(ARGV[12])
 local IDLE = tonumber(ARGV[13])
+local ARRIVAL_SHARE = 0.25  -- share of its round trip after which a request reaches the server
 
 local F = {'w', 'lo', 'lo_at', 'hi', 'hi_exp', 'mode', 'target', 'gallop', 'delta', 'probe_k',
   'next_probe', 'epoch', 'seq', 'samples', 'next_send', 'paused', 'pause_start', 'last_ra',
@@ -348,11 +355,15 @@ return reply(1, seq, now, count, n, st.mode)
 _LUA_SUCCESS = (
     _PRELUDE
     + """
-local seq, cb, cc, tmode, rtt = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]),
-  tonumber(ARGV[17]), tonumber(ARGV[18])
+local seq, sent, cb, cc, tmode, rtt = tonumber(ARGV[14]), tonumber(ARGV[15]),
+  tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
 if not fresh and seq >= st.epoch then
   st.samples = st.samples + 1
-  local c = cb + 1
+  -- The server had room when the request ARRIVED: count what was logged before it was sent and
+  -- was still in the window at its (estimated) arrival. Never more than count_before.
+  local arrive = sent + ARRIVAL_SHARE * math.max(0, rtt)
+  local c = 1 + redis.call('ZCOUNT', LOG, '(' .. fmt(arrive - st.w), '(' .. fmt(sent))
+  if c > cb + 1 then c = cb + 1 end
   if c > st.lo then
     st.lo = c
     st.lo_at = now
@@ -381,6 +392,11 @@ local seq, sent, cb, cc, tmode, ra_in, rtt = tonumber(ARGV[14]), tonumber(ARGV[1
   tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]),
   tonumber(ARGV[20])
 redis.call('ZREM', LOG, tostring(seq))
+-- What the server had logged when it refused: the log at the request's estimated ARRIVAL (a
+-- request that left late, e.g. from a busy worker, met a fuller window than at its grant).
+local arrive = sent + ARRIVAL_SHARE * math.max(0, rtt)
+local at_arrival = redis.call('ZCOUNT', LOG, '(' .. fmt(arrive - st.w), fmt(arrive))
+if at_arrival > cb then cb = at_arrival end
 observe_rtt(rtt)
 local w = st.w
 local ra = w
@@ -393,7 +409,7 @@ if now + ra + 0.001 > st.paused then st.paused = now + ra + 0.001 end
 local function learn()
   local m = math.max(1, cb)
   local lo = st.lo
-  local slack = math.max(2, math.ceil(0.01 * lo), math.ceil(2 * lo / w * st.margin))
+  local slack = math.max(2, math.ceil(0.03 * lo), math.ceil(2 * lo / w * st.margin))
   if st.hi < 0 or m < st.hi or now >= st.hi_exp then st.hi = m end
   local noise = math.floor(0.1 * st.rtt_mean * st.target * (1 + ALPHA) / w)
   if tmode == COLD then
@@ -844,8 +860,11 @@ class SharedRateController:
         rtt = time.monotonic() - ticket.sent_local
         self._spawn(
             self._success_script,
-            [ticket.seq, ticket.count_before, ticket.count_cap, ticket.mode, _num(rtt)],
-        )
+            [
+                ticket.seq, _num(ticket.sent_at), ticket.count_before, ticket.count_cap,
+                ticket.mode, _num(rtt),
+            ],
+        )  # fmt: skip
 
     def on_rate_limited(self, ticket: SharedTicket, retry_after: float | None) -> None:
         """A 429 of the window kind: pauses every worker; the caller replays the request."""
