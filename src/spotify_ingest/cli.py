@@ -147,6 +147,32 @@ def crawl(
     env_file: Annotated[Path, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET.")] = Path(
         ".env"
     ),
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes on this host, sharing --db (PostgreSQL) and --redis. "
+            "The limit is per account: more workers never crawl faster.",
+        ),
+    ] = 1,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            help="Share the rate budget (window log, learned limit, 429 pauses) with every "
+            "worker on the same Redis: redis://host:6379/0."
+        ),
+    ] = None,
+    worker_id: Annotated[
+        str | None, typer.Option(hidden=True, help="This worker's name in task leases.")
+    ] = None,
+    lease_seconds: Annotated[
+        float | None,
+        typer.Option(min=1.0, hidden=True, help="PostgreSQL task lease length [60]."),
+    ] = None,
+    redis_prefix: Annotated[
+        str | None, typer.Option(hidden=True, help="Redis key prefix of the shared budget.")
+    ] = None,
 ) -> None:
     """Crawl artists into --db (resumes when it exists). Ctrl-C stops cleanly."""
     sim_flags = {
@@ -183,8 +209,17 @@ def crawl(
         wait=wait,
         max_wait=max_wait,
         env_file=env_file,
+        redis=redis,
+        redis_prefix=redis_prefix,
+        worker_id=worker_id,
+        lease_seconds=lease_seconds,
     )
-    report, signal_code = run_crawl(request)
+    if workers > 1:
+        from .workers import run_workers
+
+        report, signal_code = run_workers(request, workers)
+    else:
+        report, signal_code = run_crawl(request)
     if stats_json is not None:
         stats_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if signal_code:

@@ -12,7 +12,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .client import SpotifyClient
 from .config import ClientSettings, Credentials
@@ -20,9 +20,10 @@ from .crawler import Crawler, CrawlOptions
 from .display import CrawlDisplay
 from .errors import EXIT_SIGINT, EXIT_SIGTERM
 from .ratecontrol import RateController
-from .store import open_store
+from .store import is_postgres_url, open_store
 
 if TYPE_CHECKING:
+    from .shared_rate import SharedRateController
     from .store.postgres import PostgresStore
     from .store.sqlite import SQLiteStore
 
@@ -54,6 +55,12 @@ class CrawlRequest:
     wait: bool = False
     max_wait: float = 900.0
     env_file: Path = Path(".env")
+    # Several workers (issue 7): the shared rate budget, this worker's lease owner name and lease
+    # length in a PostgreSQL frontier, and the Redis key prefix (tests and benchmarks).
+    redis: str | None = None
+    redis_prefix: str | None = None
+    worker_id: str | None = None
+    lease_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,16 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
 
 def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
     """Run the crawl; returns the final report and the exit code a signal asks for (0: none)."""
-    with _endpoint(req) as endpoint, open_store(req.db) as store:
+    store_kw: dict[str, Any] = {}
+    if is_postgres_url(req.db):
+        if req.worker_id:
+            store_kw["worker_id"] = req.worker_id
+        if req.lease_seconds:
+            store_kw["lease_seconds"] = req.lease_seconds
+    from .workers import watch_parent
+
+    watch_parent()  # a worker of `crawl --workers N` stops when its parent goes away
+    with _endpoint(req) as endpoint, open_store(req.db, **store_kw) as store:
         display = CrawlDisplay(target_artists=req.max_artists, target_requests=req.max_requests)
         return asyncio.run(_crawl(req, endpoint, store, display))
 
@@ -115,9 +131,27 @@ async def _crawl(
 ) -> tuple[dict[str, Any], int]:
     client_id = endpoint.credentials.client_id
     warm = Crawler.load_estimate(store, client_id, endpoint.api_base)
-    controller = RateController(
-        window=endpoint.window, warm_start=warm, max_concurrency=req.concurrency
-    )
+    shared: SharedRateController | None = None
+    if req.redis:
+        from .shared_rate import DEFAULT_KEY_PREFIX, SharedRateController
+
+        shared = SharedRateController(
+            req.redis,
+            client_id=client_id,
+            api_base=endpoint.api_base,
+            window=endpoint.window,
+            warm_start=warm,
+            max_concurrency=req.concurrency,
+            key_prefix=req.redis_prefix or DEFAULT_KEY_PREFIX,
+        )
+        await shared.connect()
+        # The crawler reads estimate(), window, window_count() and paused_until, which the shared
+        # controller has with the same meaning (its annotation names the local class).
+        controller = cast(RateController, shared)
+    else:
+        controller = RateController(
+            window=endpoint.window, warm_start=warm, max_concurrency=req.concurrency
+        )
     options = CrawlOptions(
         strategy=req.strategy,
         concurrency=req.concurrency,
@@ -168,6 +202,8 @@ async def _crawl(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signum)
+            if shared is not None:
+                await shared.aclose()
     code = 0
     if received:
         code = EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
