@@ -19,12 +19,29 @@ from .harness import (
     run_cli,
 )
 
+_OUTCOMES: dict[str, str] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Remember each test's outcome, for the status column of RELIABILITY.md."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when == "call" or report.outcome != "passed":
+        if hasattr(report, "wasxfail"):
+            _OUTCOMES[item.nodeid] = "xfailed" if report.skipped else "XPASS"
+        else:
+            _OUTCOMES.setdefault(item.nodeid, report.outcome)
+            if report.outcome != "passed":
+                _OUTCOMES[item.nodeid] = report.outcome
+
 
 @pytest.fixture(scope="session")
 def results() -> Iterator[Results]:
     """Figures for RELIABILITY.md; written to build/reliability.json when the session ends."""
     gathered = Results()
     yield gathered
+    gathered.outcomes = {k: v for k, v in _OUTCOMES.items() if "tests/reliability/" in k}
     gathered.save()
 
 

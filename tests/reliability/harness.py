@@ -446,8 +446,12 @@ class Results:
     """Rows for RELIABILITY.md, merged into :data:`RESULTS_PATH` (one key per test)."""
 
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outcomes: dict[str, str] = field(default_factory=dict)  # test node id -> passed / xfailed ...
 
     def add(self, key: str, **row: Any) -> None:
+        """One row; it remembers the test that wrote it (to show that test's outcome)."""
+        current = os.environ.get("PYTEST_CURRENT_TEST", "")
+        row["test"] = current.rsplit(" (", 1)[0]
         self.rows[key] = row
 
     def save(self) -> None:
@@ -459,6 +463,7 @@ class Results:
             with contextlib.suppress(ValueError):
                 merged = json.loads(RESULTS_PATH.read_text())
         merged.update(self.rows)
+        merged["_outcomes"] = {**merged.get("_outcomes", {}), **self.outcomes}
         RESULTS_PATH.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
