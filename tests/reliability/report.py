@@ -4,6 +4,7 @@ RELIABILITY.md: ``.venv/bin/python -m tests.reliability.report [results.json]``.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ def _status(data: dict[str, Any], row: dict[str, Any]) -> str:
 
 
 def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/]+/", "TMP/", str(value))
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
