@@ -234,3 +234,20 @@ def test_keys_are_namespaced_and_hash_tagged() -> None:
     state, log = shared_keys("id", "https://api.spotify.com/v1", prefix="p")
     assert state.startswith("p:{") and state.endswith("}:state")
     assert log == state.replace(":state", ":log")
+
+
+async def test_a_pause_beyond_max_wait_stops_every_worker(make: Any) -> None:
+    """A quota (or a Retry-After above --max-wait) seen by one worker stops the others too."""
+    from spotify_ingest.errors import MustWaitError
+
+    a = await make(warm_start=warm(10))
+    b = await make(max_wait=60.0)
+    waiting = await make()  # --wait: sits the pause out instead
+    ticket = await a.acquire()
+    a.on_quota_exceeded(ticket, 3600.0)
+    await a.flush()
+    with pytest.raises(MustWaitError) as info:
+        await b.acquire()
+    assert info.value.wait_seconds > 3500
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(waiting.acquire(), 0.3)

@@ -104,7 +104,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from .errors import StoreError, UsageError
+from .errors import MustWaitError, StoreError, UsageError
 from .ratecontrol import LimitEstimate
 
 __all__ = [
@@ -601,6 +601,11 @@ class SharedRateController:
     ``api_base`` shares one budget, in one process or many. Create it inside the event loop that
     uses it; ``await connect()`` first (it checks Redis and raises a one-line error), ``await
     aclose()`` at the end.
+
+    ``max_wait`` (seconds, None: wait out any pause): a shared pause longer than this (another
+    worker got a Retry-After above ``--max-wait``, or a quota 429) raises
+    :class:`~spotify_ingest.errors.MustWaitError` from ``acquire``, as the 429 itself does in the
+    worker that got it, so every worker stops with its state saved instead of sleeping for hours.
     """
 
     def __init__(
@@ -623,6 +628,7 @@ class SharedRateController:
         max_probe_windows: float = 6.0,
         idle_windows: float = 10.0,
         ttl: float = 86_400.0,
+        max_wait: float | None = None,
         client: aioredis.Redis | None = None,
     ) -> None:
         if window <= 0:
@@ -655,6 +661,7 @@ class SharedRateController:
         self._keys = list(shared_keys(client_id, api_base, key_prefix))
         self._w = float(window)
         self._max_conc = max_concurrency
+        self._max_wait = max_wait
         warm_lo, warm_hi = 0, -1
         if warm_start is not None:
             scale = self._w / warm_start.window if warm_start.window > 0 else 1.0
@@ -843,6 +850,14 @@ class SharedRateController:
             raise self._error from None
         self._absorb(raw)
         if int(raw[0]) != 1:
+            paused_for = float(raw[9]) - float(raw[10])
+            if self._max_wait is not None and paused_for > self._max_wait:
+                raise MustWaitError(
+                    f"the shared rate budget is paused for {paused_for:.0f} s (a worker was told "
+                    f"to wait longer than --max-wait {self._max_wait:.0f} s, or the quota is "
+                    "spent): try again after that",
+                    wait_seconds=paused_for,
+                )
             return None, float(raw[2])
         ticket = SharedTicket(int(raw[1]), float(raw[2]), int(raw[3]), int(raw[4]), int(raw[5]))
         self._inflight += 1
