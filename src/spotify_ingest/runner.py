@@ -143,6 +143,7 @@ async def _crawl(
             warm_start=warm,
             max_concurrency=req.concurrency,
             key_prefix=req.redis_prefix or DEFAULT_KEY_PREFIX,
+            max_wait=None if req.wait else req.max_wait,
         )
         await shared.connect()
         # The crawler reads estimate(), window, window_count() and paused_until, which the shared
