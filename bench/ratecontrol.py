@@ -111,6 +111,7 @@ class Row:
     t90_windows: float
     requests: int
     settle_windows: float | None = None  # halving: last 429 not from a probe, after the change
+    util_after: float | None = None  # with a change: utilisation of the new L from change + 3 W
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -187,6 +188,7 @@ def _virtual_row(
         t90_windows=res.time_to_fraction(0.9, since=change) / window,
         requests=len(res.accepted) + len(res.refused),
         settle_windows=settle,
+        util_after=res.utilisation(change + 3 * window) if schedule else None,
     )
 
 
@@ -347,6 +349,7 @@ async def _run_ours(
         t90_windows=time_to_fraction(times, lim, window, change) / window,
         requests=requests,
         settle_windows=settle,
+        util_after=utilisation(times, change + 3 * window, end, lim, window) if schedule else None,
         extra={
             "estimate": json.loads(rc.estimate().to_json()),
             "probes": rc.probes,
@@ -436,7 +439,7 @@ async def real_rows(
     latency_ms: float,
     scenarios: Sequence[str],
     baselines: bool,
-    group: int,
+    max_rate: float,
     concurrency: int,
 ) -> list[Row]:
     from spotify_ingest.sim.catalog import Catalog
@@ -456,14 +459,21 @@ async def real_rows(
                         policy, limit, window, n_windows, latency_ms, catalog, 7, concurrency
                     )
                 )
-        # Heavy limits in smaller groups: one event loop carries every client and simulator.
-        size = len(jobs) if limit * len(jobs) / window <= 400 * max(1, group) else group
+        # Heavy limits in smaller batches: one event loop carries every client and simulator.
+        size = max(1, min(len(jobs), int(max_rate // (limit / window))))
         for k in range(0, len(jobs), size):
             started = time.monotonic()
+            cpu = time.process_time()
             batch = await asyncio.gather(*jobs[k : k + size])
+            cpu = time.process_time() - cpu
+            # Client + controller + the in-process simulators, per request the servers saw.
+            per_request = cpu / max(1, sum(r.requests for r in batch))
+            for r in batch:
+                r.extra["batch_cpu_ms_per_request"] = round(1000 * per_request, 3)
             rows.extend(batch)
             print(
-                f"  L={limit}: {len(batch)} runs in {time.monotonic() - started:.0f} s",
+                f"  L={limit}: {len(batch)} runs in {time.monotonic() - started:.0f} s, "
+                f"{1000 * per_request:.2f} ms CPU per request (client + simulator)",
                 file=sys.stderr,
             )
     return rows
@@ -475,16 +485,18 @@ async def real_rows(
 def table(rows: Sequence[Row]) -> str:
     head = (
         "| policy | scenario | L | W s | utilisation | 429 ratio | escalations | "
-        "to 90 % (windows) | drop settled (windows) | requests |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "to 90 % (windows) | drop settled (windows) | new L from +3 W | requests |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     lines = [head]
     for r in rows:
         settle = "" if r.settle_windows is None else f"{r.settle_windows:.2f}"
+        after = "" if r.util_after is None else f"{r.util_after:.3f}"
         t90 = "never" if math.isinf(r.t90_windows) else f"{r.t90_windows:.2f}"
         lines.append(
             f"| {r.policy} | {r.scenario} | {r.limit} | {r.window:g} | {r.util:.3f} | "
-            f"{100 * r.ratio:.2f} % | {r.escalations} | {t90} | {settle} | {r.requests} |"
+            f"{100 * r.ratio:.2f} % | {r.escalations} | {t90} | {settle} | {after} | "
+            f"{r.requests} |"
         )
     return "\n".join(lines)
 
@@ -501,7 +513,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=30.0, help="simulator's mean latency")
     parser.add_argument("--scenarios", default="cold,warm,halve,double")
     parser.add_argument("--no-baselines", action="store_true")
-    parser.add_argument("--group", type=int, default=3, help="concurrent runs for heavy limits")
+    parser.add_argument(
+        "--max-rate", type=float, default=450.0, help="requests/s of the runs done at once"
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="workers per real run")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
@@ -534,7 +548,7 @@ def main() -> None:
                 args.latency_ms,
                 args.scenarios.split(","),
                 not args.no_baselines,
-                args.group,
+                args.max_rate,
                 args.concurrency,
             )
         )

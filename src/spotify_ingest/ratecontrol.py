@@ -24,10 +24,12 @@ paths.
 **2. Evidence.** A success proves ``L >= n + 1`` and a rate 429 proves ``L <= n``, where ``n`` is
 what the server had logged when the request reached it. We estimate ``n`` in *arrival order*, not
 send order: each request is taken to reach the server ``arrival_share`` of its round trip after it
-left (0.25: gateways check before the slow part), which matters only for the few requests sent
-within a round trip of the window's two ends and removes most of the reordering noise at high
-rates. When a 429 comes back, the tickets in flight sent after it had counted it: their counts are
-decremented. The bounds are ``lower`` (``lo``) and ``upper`` (``hi``).
+left (0.25: gateways check before the slow part; a typical round trip for one still in flight),
+which matters only for the few requests sent within a round trip of the window's two ends and
+removes most of the reordering noise at high rates. The lower bound discounts what that estimate
+may be off by at the local rate (a tenth of a round trip's worth of requests). When a 429 comes
+back, the tickets in flight sent after it had counted it: their counts are decremented. The
+bounds are ``lower`` (``lo``) and ``upper`` (``hi``).
 
 Because the cap on our count rises one request at a time, the first 429 happens exactly when the
 server's count reaches ``L``: one refusal pins the limit (lower == upper right after), so there is
@@ -41,9 +43,9 @@ no bisection to do.
   reorder a lot), the bounds are taken loosely, and a *gap probe* pins ``L`` once the level passed.
 * HOLD: cap ``lo`` on the ``W + margin`` count. Each success at the cap re-confirms it.
 * PROBE: cap on the exact count. Either a *gallop* above ``lo`` (``lo + 1``, then steps of 2, 4,
-  8 ... each time the last step passed: a raised limit is found in a few windows) or a *gap probe*
-  straight up to a fresh upper bound (one step: the count rises one at a time, so at most one 429).
-  A 429 ends it: HOLD at the refused count less the estimate's noise at the local rate.
+  8 ... each time a request sent at the cap passed: a raised limit is found in a few windows) or a
+  *gap probe* straight up to a fresh upper bound (one step: the count rises one at a time, so at
+  most one 429). A 429 ends it: HOLD at the refused count less the estimate's noise.
 
 **4. Pacing and the quiet stretch.** In HOLD each request leaves as the one sent ``W + margin``
 earlier expires, so a pattern, once set, repeats window after window; sends are never closer than
@@ -53,8 +55,11 @@ The *quiet stretch* is a part of the window, one Retry-After long (at most a thi
 which HOLD sends nothing; it is the hole the first probe's pause left in the pattern, kept on
 purpose and replayed every window. Regular probes start just before it (by one round trip and the
 few requests the margin holds back), so the Retry-After of a failed probe falls where nothing
-would have been sent anyway: a failed probe costs one 429 and almost no throughput. (A Retry-After
-says when the oldest logged request leaves: inside the stretch that is its end, 1 s.)
+would have been sent anyway: a failed probe costs one 429 and almost no throughput. A Retry-After
+says when the oldest logged request leaves, so a probe refused right as the stretch's replay
+begins would hear "2 s" (the stretch is a pause plus a round trip long): the first request above
+``lo`` waits until no such "bad" stretch begins within the next second (our log tells exactly).
+The stretch does not hold sends back while the count is far below the cap (after a drop).
 
 **5. How often to probe; evidence that fades.** The upper bound lives until the next regular probe.
 The interval (in windows) is the larger of what the throughput budget allows (the pause a failed
@@ -68,11 +73,15 @@ lower bound is revalidated by every pass at the cap; a 429 below it is classifie
 * *drop*: clearly below ``lo``, or ``lo`` not confirmed for two windows: the limit went down.
   If the Retry-After is 2 s or more (a server that says when there will be *room*, as the
   simulator does), our own log says how many of our requests leave the window by then, which
-  bounds the new ``L`` from both sides: HOLD at the lower bound and gap-probe up to the upper.
-  Otherwise cut to ``drop_factor`` (0.7) of the refused count and gap-probe back up. Evidence from
-  requests sent before the refused one is ignored from then on;
+  bounds the new ``L`` from both sides: HOLD at ``max(lower, drop_factor * upper)`` and
+  gap-probe up to the upper. Otherwise cut to ``drop_factor`` (0.7) of the refused count and
+  gap-probe back up. Evidence from requests sent before the refused one is ignored from then on.
+  While the new level has not passed yet, the count rises to it one request at a time, so the
+  next 429 is at the limit itself: HOLD just under it, no further cut;
 * *echo*: a request sent before the pause the first 429 started (it was in flight; the server
-  refuses whatever arrives during its block): no news.
+  refuses whatever arrives during its block): no news, except that round trips differ, so the
+  first 429 back need not be the first the server gave: a lower count in the same episode
+  tightens the bound.
 
 **6. 429 handling.** ``on_rate_limited`` pauses every waiter until receipt + Retry-After + 1 ms:
 after the server's block ends (it started before our receipt). A 429 without Retry-After pauses
@@ -116,8 +125,11 @@ which delays finding a raised limit. The trade is two constructor arguments.
 
 The core is synchronous and time-explicit (:meth:`RateController.try_acquire`,
 :meth:`~RateController.ready_at`, ``on_*`` with an optional ``now``), so it runs on virtual time
-(``spotify_ingest.ratemodel``); :meth:`~RateController.acquire` is the asyncio facade (FIFO,
-cancellation-safe) and :meth:`~RateController.permit` its context manager.
+(``spotify_ingest.ratemodel``); :meth:`~RateController.acquire` is the asyncio facade: waiters queue
+FIFO, only the head one waits, for the time ``ready_at`` names or until a response changes the
+state (a probe step, a 429), whichever comes first; a cancelled waiter leaves the queue and wakes
+the next; :meth:`~RateController.permit` is its context manager. CPU: about 1.5 us per request in
+the core, 3 us through ``acquire`` when no wait is needed.
 """
 
 from __future__ import annotations
