@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from . import __version__
+from .benchmark.cli import bench_command
 from .errors import (
     EXIT_INTERNAL,
     EXIT_MUST_WAIT,
@@ -47,6 +48,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(sim_app, name="sim", help="Run the offline Spotify Web API simulator.")
+app.command(
+    name="bench",
+    help="Benchmark spotify-ingest side by side with the seed, spotipy, fixed-rate and "
+    "botocore-adaptive clients on fresh simulators (needs the 'bench' extra).",
+)(bench_command)
 
 _state: dict[str, bool] = {"debug": False}
 DB = "spotify.db"
