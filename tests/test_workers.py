@@ -213,6 +213,36 @@ def test_ctrl_c_stops_every_worker_cleanly(
     assert states.get(1, 0) == 0, states  # every lease given back
 
 
+def test_workers_stop_cleanly_when_their_parent_is_killed(
+    schema: PgSchema, redis_prefix: tuple[str, str]
+) -> None:
+    """SIGKILL the supervisor: each worker sees its stdin close, stops and gives its leases back."""
+    url, prefix = redis_prefix
+    assert schema.url is not None
+    slow = SimConfig(artists=N_ARTISTS, seed=SEED, limit=20, window=WINDOW)  # will not finish
+    with SimServer(slow) as sim:
+        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url)
+        argv += ["--redis-prefix", prefix]
+        parent = subprocess.Popen(
+            argv, env=env(sim), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and parent.poll() is None:
+                if count(schema, "SELECT count(*) FROM tasks WHERE state = 2") >= 4:
+                    break
+                time.sleep(0.1)
+            assert len(worker_pids(parent.pid)) == 2
+        finally:
+            parent.kill()
+            parent.wait()
+        deadline = time.monotonic() + 30
+        while worker_pids(parent.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert not worker_pids(parent.pid)
+    assert count(schema, "SELECT count(*) FROM tasks WHERE state = 1") == 0
+
+
 @pytest.mark.parametrize(
     ("db", "expect"),
     [

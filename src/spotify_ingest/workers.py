@@ -71,6 +71,12 @@ def watch_parent() -> None:
         with contextlib.suppress(OSError):
             while os.read(0, 4096):
                 pass
+        # Our output went to the parent: from now on it goes nowhere (a write to the broken pipe
+        # would raise in the middle of the clean stop, and the leases would not be given back).
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
