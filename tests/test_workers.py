@@ -276,7 +276,10 @@ def test_workers_without_redis_warn_that_the_budget_is_not_shared(tmp_path: Path
     argv = [sys.executable, "-m", "spotify_ingest.cli", "crawl", "--workers", "2"]
     argv += ["--db", f"postgresql://postgres@127.0.0.1:{port}/postgres"]
     argv += ["--env-file", os.devnull]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    creds = {"SPOTIFY_CLIENT_ID": "id", "SPOTIFY_CLIENT_SECRET": "secret"}
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env={**os.environ, **creds}
+    )
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("warning: --workers 2 without --redis"), result.stderr
     assert result.returncode == 4 and lines[-1].startswith("error: "), result.stderr

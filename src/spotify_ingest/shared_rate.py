@@ -111,7 +111,10 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "SharedRateController",
     "SharedTicket",
+    "check_redis",
+    "check_redis_url",
     "describe_redis_url",
+    "redis_error",
     "shared_keys",
 ]
 
@@ -536,12 +539,42 @@ def describe_redis_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _redis_error(where: str, exc: BaseException) -> StoreError:
+def check_redis_url(url: str) -> None:
+    """``UsageError`` (one line) unless ``url`` is a Redis URL."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise UsageError(
+            f"--redis {describe_redis_url(url)}: not a Redis URL (use redis://host:6379/0, "
+            "rediss://... or unix:///path/to/redis.sock)"
+        )
+
+
+def check_redis(url: str) -> None:
+    """Connect and PING (blocking): the one-line error a worker would give, before any starts."""
+    import redis
+
+    check_redis_url(url)
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3.0, socket_timeout=5.0)
+    except ValueError as exc:
+        raise UsageError(f"--redis {describe_redis_url(url)}: {exc}") from None
+    try:
+        client.ping()
+    except RedisError as exc:
+        raise redis_error(describe_redis_url(url), exc, at_start=True) from None
+    finally:
+        client.close()
+
+
+def redis_error(where: str, exc: BaseException, *, at_start: bool = False) -> StoreError:
+    """The one-line error for a Redis failure (``at_start``: before the crawl began)."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
+    what = f"shared rate budget: Redis at {where} failed ({type(exc).__name__}: {detail[:200]})"
+    if at_start:
+        return StoreError(f"{what}: start it, or fix --redis")
     return StoreError(
-        f"shared rate budget: Redis at {where} failed ({type(exc).__name__}: {detail[:200]}); "
-        "this worker stopped rather than send without knowing what the others send. State is "
-        "saved: run the same command again once Redis is back"
+        f"{what}; this worker stopped rather than send without knowing what the others send. "
+        "State is saved: run the same command again once Redis is back"
     )
 
 
@@ -637,12 +670,7 @@ class SharedRateController:
             raise ValueError("max_concurrency must be >= 1")
         self.where = describe_redis_url(redis_url)
         if client is None:
-            scheme = urlsplit(redis_url).scheme.lower() if "://" in redis_url else ""
-            if scheme not in ("redis", "rediss", "unix"):
-                raise UsageError(
-                    f"--redis {self.where}: not a Redis URL (use redis://host:6379/0, "
-                    "rediss://... or unix:///path/to/redis.sock)"
-                )
+            check_redis_url(redis_url)
             try:
                 client = aioredis.Redis.from_url(
                     redis_url,
@@ -753,7 +781,7 @@ class SharedRateController:
         try:
             await self._redis.ping()
         except RedisError as exc:
-            raise _redis_error(self.where, exc) from None
+            raise redis_error(self.where, exc, at_start=True) from None
         await self.refresh(join=True)
 
     async def flush(self) -> None:
@@ -778,7 +806,7 @@ class SharedRateController:
         try:
             raw = await self._snapshot_script(keys=self._keys, args=self._args([1 if join else 0]))
         except RedisError as exc:
-            raise _redis_error(self.where, exc) from None
+            raise redis_error(self.where, exc) from None
         if raw[0] == -2:
             return {}
         self._absorb(raw)
@@ -806,7 +834,7 @@ class SharedRateController:
         try:
             await self._redis.delete(*self._keys)
         except RedisError as exc:
-            raise _redis_error(self.where, exc) from None
+            raise redis_error(self.where, exc) from None
 
     # ------------------------------------------------------------------ acquire
 
@@ -846,7 +874,7 @@ class SharedRateController:
         try:
             raw = await self._acquire_script(keys=self._keys, args=self._args())
         except RedisError as exc:
-            self._error = self._error or _redis_error(self.where, exc)
+            self._error = self._error or redis_error(self.where, exc)
             raise self._error from None
         self._absorb(raw)
         if int(raw[0]) != 1:
@@ -956,7 +984,7 @@ class SharedRateController:
         try:
             raw = await script(keys=self._keys, args=self._args(extra))
         except RedisError as exc:
-            self._error = self._error or _redis_error(self.where, exc)
+            self._error = self._error or redis_error(self.where, exc)
             if self._waiters:
                 self._wake_head()
             return

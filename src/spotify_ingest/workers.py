@@ -129,11 +129,10 @@ class _Endpoint:
 def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
     """With ``--simulate``: ONE simulator for every worker (their own would not share a limit)."""
     if not req.simulate:
-        client_id: str | None = None
-        with contextlib.suppress(SpotifyIngestError):
-            from .config import Credentials
+        from .config import Credentials
 
-            client_id = Credentials.from_env(env_file=req.env_file).client_id
+        # Missing credentials: one error here rather than one per worker.
+        client_id = Credentials.from_env(env_file=req.env_file).client_id
         yield _Endpoint(req.api_base, req.token_url, req.window, client_id=client_id)
         return
     from .sim.app import SimConfig
@@ -368,19 +367,23 @@ def run_workers(req: CrawlRequest, n: int) -> tuple[dict[str, Any], int]:
         )
     if req.worker_id:
         raise UsageError("--worker-id names one worker: drop it with --workers")
-    if not req.redis:
+    if req.redis:
+        from .shared_rate import check_redis
+
+        check_redis(req.redis)  # one error here rather than one per worker
+    else:
         _stderr(
             f"warning: --workers {n} without --redis: every worker learns the limit on its own "
             "and together they will exceed it (429s, growing penalties). Add --redis "
             "redis://host:6379/0 to share one budget."
         )
-    # Create (or upgrade) the schema once, before the workers race for it; fail early if unusable.
-    with open_store(req.db):
-        pass
     with (
         _endpoint(req) as endpoint,
         tempfile.TemporaryDirectory(prefix="spotify-ingest-workers-") as tmp,
     ):
+        # Create (or upgrade) the schema once, before the workers race for it.
+        with open_store(req.db):
+            pass
         fleet = _Fleet(req, n, endpoint, Path(tmp))
         previous = {s: signal.signal(s, fleet.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
