@@ -77,10 +77,13 @@ Redis going away
 Without Redis the workers can no longer know what the others send, and a worker falling back to a
 local controller would run at the whole account's limit by itself (N times too fast together,
 with doubling penalties). So the choice is to STOP: every Redis error (after two quick retries,
-enough for a Redis restart) becomes a :class:`~spotify_ingest.errors.StoreError` (exit 4, one
-line) at the next ``acquire``; the crawl stops as for any store error, with its state saved, and
-the same command resumes once Redis is back. A ``--redis`` URL that cannot be parsed is a
-:class:`~spotify_ingest.errors.UsageError` (exit 2).
+which ride out a dropped connection, not a Redis restart) becomes a
+:class:`~spotify_ingest.errors.StoreError` (exit 4, one line) at the next ``acquire``; the crawl
+stops as for any store error, with its state saved, and the same command resumes once Redis is
+back. A ``--redis`` URL that cannot be parsed is a :class:`~spotify_ingest.errors.UsageError`
+(exit 2). Likewise a shared pause longer than ``--max-wait`` (another worker's long Retry-After,
+or a spent quota) raises :class:`~spotify_ingest.errors.MustWaitError` (exit 75) in every
+worker, not only in the one that got the 429.
 
 The ``on_*`` callbacks are synchronous (the client's protocol): each updates the local view at
 once and sends its script in a background task; their errors surface at the next ``acquire``.
