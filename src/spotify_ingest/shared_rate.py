@@ -44,10 +44,9 @@ can burst because another was idle.
 **on_success** (script): the request found room, so ``L >= n + 1`` with ``n`` what the server
 had logged when it arrived; we estimate ``n`` as the log entries sent before it that were still in
 the window at its estimated arrival (send time + a quarter of its round trip, as the local
-controller assumes; at most ``count_before``): raise the shared ``lo`` (and drop ``hi`` if that
-passes it);
-in a gallop, double the step; in HOLD, a pass at the cap confirms the level; add the round-trip
-time to the shared jitter estimate.
+controller assumes; at most ``count_before``). Raise the shared ``lo`` (and drop ``hi`` if that
+passes it); in a gallop, double the step; in HOLD, a pass at the cap confirms the level; add the
+round-trip time to the shared jitter estimate.
 
 **on_rate_limited** (script): remove the refused request from the log; ``paused = max(paused,
 now + Retry-After)`` (one window if none): every worker stops at its next acquire (the worker that
@@ -55,11 +54,11 @@ got the 429 stops at once, locally). Then learn, exactly as the local controller
 request was sent before the current pause began (an "echo" of the 429 that started it) or before
 the last evidence reset: the end of the COLD ramp (loose bounds, then a gap probe pins ``L``), a
 failed probe (HOLD at the refused count: the limit is pinned), jitter at a cap that kept passing
-(widen the margin; twice within three windows: ``lo - 1``), or a drop (more than 3 % below ``lo``,
-counting the log at the request's estimated arrival: a request from a busy worker that left late
-met a fuller window than at its grant; then the limit went down:
-``lo = 0.7 x count``, then a gap probe up to the fresh ``hi``). After any such 429 the tickets
-still in flight carry no evidence (their counts included the refused request).
+(widen the margin; twice within three windows: ``lo - 1``), or a drop (the limit went down:
+``lo = 0.7 x count``, then a gap probe up to the fresh ``hi``). The count of a refused request is
+the log at its estimated arrival, not at its grant (a request from a busy worker that left late
+met a fuller window), and a drop needs it more than 3 % below ``lo``. After any such 429 the
+tickets still in flight carry no evidence (their counts included the refused request).
 
 **Probing** is shared too: one fleet-wide schedule (``probe_interval`` windows, from the same two
 budgets as the local controller: throughput lost to a failed probe's pause and the share of 429s),
@@ -69,8 +68,8 @@ was stopped) is re-warmed: HOLD 5 % under what it knew, then a gap probe.
 **What the local controller has that this one leaves out**: the per-ticket arrival-order estimate
 (here only the reported request's own round trip is known, not every ticket's), the Retry-After
 bounds after a drop, and the quiet stretch (a failed probe's pause costs throughput here; the
-probe interval budgets it).
-The warm start from the store (the estimate the crawl saved) seeds a fresh shared state.
+probe interval budgets it). The warm start from the store (the estimate the crawl saved) seeds a
+fresh shared state.
 
 Redis going away
 ================
