@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 __all__ = ["CrawlOptions", "CrawlReport", "Crawler", "Progress", "estimate_key"]
 
 MAX_ATTEMPTS = 5
-LEASE_RENEW_SECONDS = 15.0  # PostgreSQL leases last 60 s: renew those in flight or buffered
+LEASE_RENEW_SECONDS = 15.0  # renew PostgreSQL leases in flight or buffered (a third of a lease)
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -255,11 +255,13 @@ class Crawler:
             await asyncio.gather(*workers, return_exceptions=True)
             raise
         finally:
-            for helper in (ticker, enforcer):
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
-            self._shutdown(planner, runner)
+            try:
+                for helper in (ticker, enforcer):
+                    helper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await helper
+            finally:  # leases go back even if a progress callback failed
+                self._shutdown(planner, runner)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 self._fatal = self._fatal or result
@@ -374,6 +376,8 @@ class Crawler:
 
     async def _tick(self) -> None:
         saved = renewed = time.monotonic()
+        lease = float(getattr(self.store, "lease_seconds", 3 * LEASE_RENEW_SECONDS))
+        renew_every = min(LEASE_RENEW_SECONDS, lease / 3)
         while True:
             await asyncio.sleep(0.25)
             self._emit_progress()
@@ -382,7 +386,7 @@ class Crawler:
                 saved = now
                 self.save_estimate()
             renew = getattr(self.store, "renew_leases", None)  # PostgreSQL: shared frontier
-            if renew is not None and now - renewed > LEASE_RENEW_SECONDS:
+            if renew is not None and now - renewed > renew_every:
                 renewed = now
                 held = list(self._in_flight.values())
                 if self.planner is not None:
