@@ -73,16 +73,19 @@ def test_secret_and_tokens_never_leave_the_process(tmp_path: Path, results: Resu
         *SIM_ARGS, "--seed", str(SEED), "--client-id", CLIENT_ID, "--client-secret", SECRET,
         "--token-ttl", "1",
     ) as sim:  # fmt: skip
-        proc = subprocess.Popen(
-            [*crawl_cmd(sim, db, "--strategy", "search", "--max-requests", "400", debug=True),
-             "--stats-json", str(stats)],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60  # revoke once the crawl is well under way
-        while sim.stats()["requests_total"] < 150 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        revoked = sim.revoke_tokens()
-        crawl_out, crawl_err = proc.communicate(timeout=120)
+        out_path, err_path = tmp_path / "crawl.out", tmp_path / "crawl.err"
+        with out_path.open("wb") as out, err_path.open("wb") as err:  # files: a pipe would fill
+            proc = subprocess.Popen(
+                [*crawl_cmd(sim, db, "--strategy", "search", "--max-requests", "400", debug=True),
+                 "--stats-json", str(stats)],
+                cwd=tmp_path, env=env, stdout=out, stderr=err,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60  # revoke once the crawl is well under way
+            while sim.stats()["requests_total"] < 150 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            revoked = sim.revoke_tokens()
+            proc.wait(120)
+        crawl_out, crawl_err = out_path.read_bytes(), err_path.read_bytes()
         assert proc.returncode == 0, crawl_err[-3000:]
         # Errors with their tracebacks (--debug): a 429 beyond --max-wait 0 (MustWaitError with
         # its chained cause), then a wrong secret (CredentialsError).
