@@ -70,7 +70,7 @@ class SimProcess:
 
 async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **kw: Any) -> Any:
     creds = Credentials(client_id=DEMO_ID, client_secret=DEMO_SECRET)
-    concurrency = kw.pop("concurrency", 8)
+    concurrency = kw.pop("concurrency", 16)
     controller = RateController(window=window, max_concurrency=concurrency)
     with SQLiteStore(db) as store:
         async with SpotifyClient(
@@ -89,7 +89,7 @@ async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **k
 
 def run_one(
     *, artists: int, profile: str, limit: int, window: float, strategy: str, seed: int,
-    max_requests: int | None, duration: float | None, concurrency: int = 8,
+    max_requests: int | None, duration: float | None, concurrency: int = 16,
 ) -> dict[str, Any]:  # fmt: skip
     sim_args = [
         "--artists", str(artists), "--seed", str(seed), "--profile", profile,
@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--artists", type=int, default=20_000)
     ap.add_argument("--profile", default="dev-2026")
     ap.add_argument("--limit", type=int, default=150, help="hidden limit per window")
-    ap.add_argument("--window", type=float, default=2.0)
+    ap.add_argument("--window", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", nargs="+", default=["auto"])
     ap.add_argument("--max-requests", type=int)
     ap.add_argument("--duration", type=float)
-    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--json", type=Path, help="append results as JSON lines here")
     args = ap.parse_args(argv)
     for strategy in args.strategies:

@@ -137,7 +137,7 @@ def crawl(
     ] = None,
     concurrency: Annotated[
         int, typer.Option(min=1, max=256, help="Requests in flight at most.")
-    ] = 8,
+    ] = 16,
     no_hydrate: Annotated[
         bool, typer.Option("--no-hydrate", help="Skip hydrating simplified artists.")
     ] = False,

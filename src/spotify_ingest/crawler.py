@@ -76,7 +76,7 @@ def estimate_key(client_id: str, api_base: str) -> str:
 @dataclass(frozen=True)
 class CrawlOptions:
     strategy: str = "auto"
-    concurrency: int = 8
+    concurrency: int = 16
     max_requests: int | None = None
     max_artists: int | None = None
     duration: float | None = None

@@ -50,7 +50,7 @@ class CrawlRequest:
     max_requests: int | None = None
     max_artists: int | None = None
     duration: float | None = None
-    concurrency: int = 8
+    concurrency: int = 16
     hydrate: bool = True
     wait: bool = False
     max_wait: float = 900.0
