@@ -20,7 +20,7 @@ def _status(data: dict[str, Any], row: dict[str, Any]) -> str:
 
 
 def _cell(value: Any) -> str:
-    text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/]+/", "TMP/", str(value))
+    text = re.sub(r"/tmp/pytest-of-[^/]+/pytest-\d+/[^/ ]+(/|\b)", "TMP/", str(value))
     return text.replace("|", "\\|").replace("\n", " ")
 
 
