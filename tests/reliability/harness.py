@@ -479,7 +479,7 @@ def served(
 # What a finished crawl must look like
 
 SIM_ARGS = ("--artists", "3000", "--window", "1", "--limit", "200")
-SIM_CONFIG = {"artists": 3000, "window": 1.0, "limit": 200}
+SIM_CONFIG: dict[str, Any] = {"artists": 3000, "window": 1.0, "limit": 200}
 
 
 def task_params(key: str) -> dict[str, Any]:

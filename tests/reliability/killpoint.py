@@ -39,11 +39,11 @@ def _arm_commit(n: int) -> None:
                 _die()
 
     def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = real_connect(*args, **kwargs)
+        conn: sqlite3.Connection = real_connect(*args, **kwargs)
         conn.set_trace_callback(trace)
         return conn
 
-    sqlite3.connect = connect
+    sqlite3.connect = connect  # type: ignore[assignment]
 
 
 def _arm_response(n: int) -> None:

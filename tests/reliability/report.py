@@ -13,7 +13,7 @@ from .harness import RESULTS_PATH
 
 
 def _status(data: dict[str, Any], row: dict[str, Any]) -> str:
-    outcome = data.get("_outcomes", {}).get(row.get("test", ""), "?")
+    outcome = str(data.get("_outcomes", {}).get(row.get("test", ""), "?"))
     return {"passed": "ok", "xfailed": "**BUG** (xfail)", "XPASS": "fixed? (XPASS)"}.get(
         outcome, outcome
     )

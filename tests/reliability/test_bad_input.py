@@ -25,6 +25,7 @@ import pydantic
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from starlette.types import Receive, Scope, Send
 
 from spotify_ingest.client import SpotifyClient
 from spotify_ingest.config import Credentials
@@ -288,7 +289,7 @@ class Answers:
     def __init__(self) -> None:
         self.body = b"{}"
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         if scope["path"] == "/api/token":
@@ -455,7 +456,7 @@ def test_generated_bodies_parse_or_raise_bad_response(tmp_path: Path, body: byte
     async def every_endpoint() -> list[tuple[str, str]]:
         outcomes = []
         async with SpotifyClient(
-            Credentials(client_id="fuzz", client_secret="fuzz-secret"),  # type: ignore[arg-type]
+            Credentials(client_id="fuzz", client_secret="fuzz-secret"),
             api_base="http://fuzz.test/v1", token_url="http://fuzz.test/api/token",
             transport=httpx.ASGITransport(app=app), max_attempts=2, backoff_base=0.0001,
         ) as sp:  # fmt: skip

@@ -34,6 +34,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +243,7 @@ def _assert_same_crawl(end: DbState, ref: DbState) -> None:
 
 
 def _start_and_signal(
-    sim: SimProcess, cmd: list[str], cwd: Path, signals: list[int], after_requests: int
+    sim: SimProcess, cmd: list[str], cwd: Path, signals: Sequence[int], after_requests: int
 ) -> tuple[int, str, float]:
     """Start ``cmd``; after the simulator saw ``after_requests`` more requests send ``signals``
     (10 ms apart); returns exit code, stderr and the seconds from the first signal to the exit."""

@@ -60,7 +60,7 @@ Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 #: The fault matrix's simulator: the reference catalog, a limit of 400 per 1 s window and 16
 #: requests in flight, so each crawl takes ~5 s (the artists and search requests of a complete
 #: crawl do not depend on the limit, so the reference crawl still applies).
-FAULT_SIM = {**SIM_CONFIG, "limit": 400}
+FAULT_SIM: dict[str, Any] = {**SIM_CONFIG, "limit": 400}
 FAULT_ARGS = ("--strategy", "search", "--concurrency", "16")
 
 

@@ -110,11 +110,11 @@ def test_secret_and_tokens_never_leave_the_process(tmp_path: Path, results: Resu
 
     exports = {}
     for fmt in ("jsonl", "csv", "parquet"):
-        out = tmp_path / f"artists.{fmt}"
+        target = tmp_path / f"artists.{fmt}"
         run = run_cli([*CLI, "--debug", "export", "--db", str(db), "--format", fmt, "--out",
-                       str(out)], cwd=tmp_path, env=env)  # fmt: skip
+                       str(target)], cwd=tmp_path, env=env)  # fmt: skip
         assert run.code == 0, str(run)
-        exports[fmt] = (out.read_bytes(), run.stdout + run.stderr)
+        exports[fmt] = (target.read_bytes(), run.stdout + run.stderr)
     import pyarrow.parquet as pq
 
     parquet_text = str(pq.read_table(tmp_path / "artists.parquet").to_pylist())
@@ -176,7 +176,7 @@ async def test_tls_is_always_verified(monkeypatch: pytest.MonkeyPatch, proxy: st
         monkeypatch.delenv(name, raising=False)
     if proxy:
         monkeypatch.setenv("HTTPS_PROXY", proxy)
-    creds = Credentials(client_id="tls-test", client_secret=SECRET)  # type: ignore[arg-type]
+    creds = Credentials(client_id="tls-test", client_secret=SECRET)
     async with SpotifyClient(creds) as sp:
         contexts = _ssl_contexts(sp)
         assert contexts, "no TLS context found to check"
