@@ -9,7 +9,8 @@ when each request may go; the workers only keep it supplied. Each worker loops:
 
 Errors per task: an endpoint that went away parks its kind (tasks stay pending); an id that does
 not exist or a request the API refuses fails that task alone; a server or transport error that
-outlasted the client's retry budget puts the task back (after five attempts it is failed). A
+outlasted the client's retry budget, or a body that did not parse, puts the task back with the
+attempt counted (after five attempts it is failed). A
 ``MustWaitError`` (a Retry-After beyond ``--max-wait``, or the quota) and a credentials error stop
 the crawl: in-flight work is given five seconds to finish, everything claimed goes back to pending,
 and the error propagates to the CLI with all state saved.
@@ -340,16 +341,18 @@ class Crawler:
             self.store.release([task])
             self.store.set_meta("capabilities", self.capabilities.to_json())
             return
-        except (NotFoundError, BadRequestError, InvalidLimitError, BadResponseError) as exc:
+        except (NotFoundError, BadRequestError, InvalidLimitError) as exc:
             self.store.fail(task, f"{type(exc).__name__}: {exc}")
             self._tasks_failed += 1
             return
-        except (ServerError, TransportError) as exc:
+        except (ServerError, TransportError, BadResponseError) as exc:
+            # Passing trouble (the client's retry budget ran out, or one bad body): the task goes
+            # back with the attempt counted, and is given up after MAX_ATTEMPTS.
             if task.attempts >= MAX_ATTEMPTS:
                 self.store.fail(task, f"{type(exc).__name__}: {exc}")
                 self._tasks_failed += 1
             else:
-                self.store.release([task])
+                self.store.release([task], attempted=True)
             return
         try:
             result = self.store.complete(task, outcome)

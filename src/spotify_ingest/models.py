@@ -11,7 +11,7 @@ A malformed body raises :class:`pydantic.ValidationError`; the client turns it i
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,6 +33,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+# Counts the store keeps in 64-bit columns: a larger number is a malformed body, not data.
+Count = Annotated[int, Field(ge=0, lt=2**63)]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -40,8 +43,8 @@ class _Model(BaseModel):
 
 class Image(_Model):
     url: str
-    height: int | None = None
-    width: int | None = None
+    height: Count | None = None
+    width: Count | None = None
 
 
 class SimplifiedArtist(_Model):
@@ -58,8 +61,8 @@ class Artist(SimplifiedArtist):
     """A full artist object. Fields the API no longer gives this app are ``None``."""
 
     genres: list[str] | None = None
-    popularity: int | None = None
-    followers: int | None = None
+    popularity: Count | None = None
+    followers: Count | None = None
     images: list[Image] | None = None
 
     @field_validator("followers", mode="before")
@@ -80,9 +83,9 @@ class Page(_Model, Generic[T]):
     """
 
     items: list[T]
-    total: int = Field(ge=0)
-    limit: int = Field(ge=0)
-    offset: int = Field(ge=0)
+    total: Count
+    limit: Count
+    offset: Count
     next: str | None = None
     previous: str | None = None
     href: str | None = None
@@ -107,7 +110,7 @@ class SimplifiedAlbum(_Model):
     album_type: str | None = None
     album_group: str | None = None
     release_date: str | None = None
-    total_tracks: int | None = None
+    total_tracks: Count | None = None
     artists: list[SimplifiedArtist] = Field(default_factory=list)
 
 
@@ -119,7 +122,7 @@ class Album(SimplifiedAlbum):
     tracks: Page[SimplifiedTrack] | None = None
     genres: list[str] | None = None
     label: str | None = None
-    popularity: int | None = None
+    popularity: Count | None = None
 
 
 class PlaylistOwner(_Model):

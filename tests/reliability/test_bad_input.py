@@ -485,12 +485,6 @@ def test_generated_bodies_parse_or_raise_bad_response(tmp_path: Path, body: byte
         _rows_are_clean(db)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="models.py accepts integers of any size (followers, popularity, paging counts); "
-    "SQLite cannot store one beyond 64 bits: OverflowError escapes the store, the crawl exits 1 "
-    "and the task stays leased, so every resume dies on it again",
-)
 def test_number_beyond_64_bits_in_a_body_is_a_bad_response(
     tmp_path: Path, reference: Reference, results: Results
 ) -> None:

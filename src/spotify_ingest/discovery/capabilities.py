@@ -6,9 +6,10 @@ good ids, then each endpoint the planner may use is called once with those ids. 
 unavailable; 400 "Invalid limit" means the page size is too big, so the probe tries the sizes
 Spotify has used (50, then 20, then 10) and keeps the first that works. A probe that
 fails for another reason (5xx, timeout) leaves the endpoint marked unknown and it is tried again
-at the next start. When an endpoint that worked starts answering 403/404 mid-run, the crawler
-marks it unavailable and parks its tasks (they stay pending, so a later run that has the endpoint
-again resumes them).
+at the next start; when no probe gets any answer at all, the API is down or unreachable and
+the probe raises the last error instead of reporting an app with no endpoints. When an endpoint
+that worked starts answering 403/404 mid-run, the crawler marks it unavailable and parks its
+tasks (they stay pending, so a later run that has the endpoint again resumes them).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ async def probe(client: SpotifyClient, names: set[str] | None = None) -> Capabil
     """Probe every endpoint in ``names`` (default: all of :data:`ENDPOINTS`)."""
     names = set(ENDPOINTS) if names is None else names
     caps = Capabilities(probed_at=time.time())
+    failures: list[ApiError] = []
 
     async def try_sizes(name: str, call: Callable[[int], Awaitable[Any]]) -> Any:
         sizes = ENDPOINTS[name] or (0,)
@@ -95,7 +97,8 @@ async def probe(client: SpotifyClient, names: set[str] | None = None) -> Capabil
                 return None
             except MustWaitError:
                 raise
-            except ApiError:
+            except ApiError as exc:
+                failures.append(exc)
                 return None  # unknown: try again next start
             caps.available[name] = True
             if size:
@@ -153,4 +156,6 @@ async def probe(client: SpotifyClient, names: set[str] | None = None) -> Capabil
         await try_sizes("new_releases", lambda n: client.new_releases(limit=n))
     if playlist_id and "playlist_items" in names:
         await try_sizes("playlist_items", lambda n: client.playlist_items(playlist_id, limit=n))
+    if failures and not caps.available:
+        raise failures[-1]  # nothing answered at all: the API is down or unreachable
     return caps

@@ -594,14 +594,19 @@ class PostgresStore:
         simplified = {r[0] for r in rows}
         return [i for i in wanted if i in simplified]
 
-    def release(self, tasks: Iterable[Task]) -> None:
-        """Give this worker's leased tasks back (shutdown, or a request to retry later)."""
+    def release(self, tasks: Iterable[Task], *, attempted: bool = False) -> None:
+        """Give this worker's leased tasks back (shutdown, or a request to retry later).
+
+        ``attempted``: the request was made and failed, so the attempt counts (a task that keeps
+        failing reaches the crawler's attempt limit); otherwise it is as if never claimed.
+        """
         tasks = sorted(tasks, key=lambda t: t.id)
         if not tasks:
             return
+        keep = 0 if attempted else 1
         self._write(
             lambda c: c.execute(
-                "UPDATE tasks AS t SET state = 0, attempts = GREATEST(t.attempts - 1, 0), "
+                f"UPDATE tasks AS t SET state = 0, attempts = GREATEST(t.attempts - {keep}, 0), "
                 "    leased_by = NULL, lease_until = NULL "
                 "FROM unnest(%b::int8[], %b::int4[]) AS h(id, attempts) "
                 "WHERE t.id = h.id AND t.attempts = h.attempts AND t.state = 1 "

@@ -333,12 +333,17 @@ class SQLiteStore:
         known = self._details_of(self._db, list(ids))
         return [i for i in ids if known.get(i) == Detail.SIMPLIFIED]
 
-    def release(self, tasks: Iterable[Task]) -> None:
-        """Give leased tasks back (shutdown, or a request that must be retried later)."""
+    def release(self, tasks: Iterable[Task], *, attempted: bool = False) -> None:
+        """Give leased tasks back (shutdown, or a request that must be retried later).
+
+        ``attempted``: the request was made and failed, so the attempt counts (a task that keeps
+        failing reaches the crawler's attempt limit); otherwise it is as if never claimed.
+        """
+        keep = 0 if attempted else 1
         try:
             with self._tx() as db:
                 db.executemany(
-                    "UPDATE tasks SET state = 0, attempts = MAX(attempts - 1, 0) "
+                    f"UPDATE tasks SET state = 0, attempts = MAX(attempts - {keep}, 0) "
                     "WHERE id = ? AND state = 1",
                     ((t.id,) for t in tasks),
                 )
