@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = ["CrawlOptions", "CrawlReport", "Crawler", "Progress", "estimate_key"]
 
 MAX_ATTEMPTS = 5
+ALPHABET_EVERY = 200  # tasks between saves of the learned search alphabet
 LEASE_RENEW_SECONDS = 15.0  # renew PostgreSQL leases in flight or buffered (a third of a lease)
 STOP_GRACE_SECONDS = 5.0
 
@@ -354,6 +355,8 @@ class Crawler:
             else:
                 self.store.release([task], attempted=True)
             return
+        if self._tasks_done % ALPHABET_EVERY == 0:  # survives a SIGKILL with the task's commit
+            outcome.meta = {**outcome.meta, "alphabet": runner.search.alphabet.to_json()}
         try:
             result = self.store.complete(task, outcome)
         except LeaseLostError:
