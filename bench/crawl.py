@@ -112,6 +112,7 @@ def run_one(
         )
         elapsed = time.monotonic() - t0
         cpu = time.process_time() - cpu0
+        crawl_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the truth
         truth = httpx.get(server.stats_url, timeout=30).json()
         catalog = set(httpx.get(server.base_url + "/__sim/catalog", timeout=120).text.split())
         con = sqlite3.connect(db)
@@ -142,7 +143,7 @@ def run_one(
         ),
         "ratio_429": round(int(truth["rejected_429"]) / max(1, total), 5),
         "escalations": truth["escalations"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(crawl_rss, 1),  # the crawler's process, before reading the truth
         "cpu_s_per_1000_requests": round(1000 * cpu / max(1, total), 2),
         "yields": report.yields,
     }
