@@ -22,8 +22,10 @@ def bench(
     scenarios: list[str] | None,
     out: Path,
     contenders: list[str] | None,
+    *,
+    budget: float | None = None,
 ) -> int:
     """Run the benchmark; see :func:`spotify_ingest.benchmark.runner.bench`."""
     from .runner import bench as _bench
 
-    return _bench(quick, scenarios, out, contenders)
+    return _bench(quick, scenarios, out, contenders, budget=budget)

@@ -3,6 +3,7 @@
     spotify-ingest bench --quick                       # ~5 min: 20,000 artists, short budgets
     spotify-ingest bench                               # ~30 min: 100,000 artists
     spotify-ingest bench --scenario dev-2026 --contender spotify-ingest --contender fixed-rate
+    spotify-ingest bench --scenario extended --contender seed --budget 400   # a longer look
 
 Writes tables, plots and raw JSON into ``--out`` (``report.md``, ``plots/``, ``results.json``,
 ``runs/``). Exit code 0 when every run produced its figures, 1 when one failed, 2 on an unknown
@@ -16,8 +17,7 @@ from typing import Annotated
 
 import typer
 
-from .harness import CONTENDERS
-from .scenarios import SCENARIOS
+from .scenarios import CONTENDERS, SCENARIOS
 
 __all__ = ["bench_command"]
 
@@ -46,10 +46,19 @@ def bench_command(
             help=f"Run only this contender (repeatable): {', '.join(CONTENDERS)}.",
         ),
     ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option(
+            "--budget",
+            metavar="SECONDS",
+            help="Real seconds per run instead of the default (75; 9 with --quick), times the "
+            "scenario's factor.",
+        ),
+    ] = None,
 ) -> None:
     """Benchmark the seed, spotipy, fixed rate and botocore adaptive against spotify-ingest."""
     from . import bench
 
-    code = bench(quick, scenario or None, out, contender or None)
+    code = bench(quick, scenario or None, out, contender or None, budget=budget)
     if code:
         raise typer.Exit(code)

@@ -13,7 +13,8 @@ Steps of ``run_contender``:
    itself, see ``record.peak_rss_mb``); past the budget plus a grace it is terminated, then
    killed (reported as such);
 4. read the ground truth (``/__sim/stats``, ``/__sim/accepted``, ``/__sim/catalog``) and the
-   limit in force over time from the simulator, stop it, and compute the figures (``metrics.py``).
+   limit in force over time (the simulator's configured limit and schedule), stop the simulator,
+   and compute the figures (``metrics.py``).
    ``simulator_cpu_s`` is this process's CPU time during the run: the simulator's share of the
    machine, to tell a CPU-starved run from a rate-limited one.
 """
@@ -29,12 +30,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from spotify_ingest.sim.catalog import Catalog
+from spotify_ingest.sim.ratelimit import ScheduleStep
 from spotify_ingest.sim.server import SimServer
 
 from .metrics import (
@@ -48,9 +51,8 @@ from .metrics import (
 from .record import ContenderSpec
 from .scenarios import SPOTIFY_WINDOW, BenchScale, Scenario
 
-__all__ = ["CONTENDERS", "run_contender"]
+__all__ = ["run_contender"]
 
-CONTENDERS = ("seed", "spotipy", "fixed-rate", "botocore-adaptive", "spotify-ingest")
 FIXED_RATE_PER_WINDOW = 60
 READY_TIMEOUT = 120.0
 
@@ -100,6 +102,21 @@ def _read_found(path: Path) -> tuple[set[str], set[str]]:
                 if flag == "1":
                     full.add(sid)
     return found, full
+
+
+def limit_function(initial: int, steps: Sequence[ScheduleStep]) -> Callable[[float], int]:
+    """The hidden limit at ``t`` simulated seconds since the simulator started (the schedule
+    replayed from its steps: the simulator's own ``LimitSchedule`` only moves forward)."""
+
+    def limit_at(t: float) -> int:
+        current = initial
+        for step in steps:
+            if step.at > t:
+                break
+            current = step.apply(current)
+        return current
+
+    return limit_at
 
 
 def _estimate_series(path: Path, times: RunTimes) -> dict[str, list[Any]] | None:
@@ -182,11 +199,10 @@ def run_contender(
                 stats = http.get(server.stats_url).json()
                 accepted = http.get(server.base_url + "/__sim/accepted").json()
                 catalog_ids = set(http.get(server.base_url + "/__sim/catalog").text.split())
-            limiter = state.limiter
-            origin = state.origin
-
-            def limit_at(t_since_origin: float) -> int:
-                return int(limiter.limit_at(origin + t_since_origin))
+            # The raw ground truth, so that figures can be recomputed without the simulator.
+            (run_dir / "sim_stats.json").write_text(json.dumps(stats, indent=1))
+            (run_dir / "sim_accepted.json").write_text(json.dumps(accepted))
+            limit_at = limit_function(config.resolved_limit(), config.schedule_steps())
 
             figures = _figures(
                 run_dir=run_dir,

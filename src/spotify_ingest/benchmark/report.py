@@ -10,7 +10,8 @@ the machine.
 
 ``python -m spotify_ingest.benchmark.report OUT_DIR [--benchmarks BENCHMARKS.md --png-dir DIR]``
 rewrites the "Contenders side by side (issue 5)" section of BENCHMARKS.md from a finished run and
-copies its plots into ``DIR`` (``bench/results``); other sections are left as they are.
+copies its plots into ``DIR`` (``bench/results``, as ``issue5-<scenario>-<kind>.png``); other
+sections are left as they are.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def plot_scenario(
     ax.set_ylabel("share of the catalog found (dashed: with full details)")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{scenario}: coverage over time\n{description}", fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     path = plot_dir / f"{scenario}-coverage.png"
     fig.tight_layout()
@@ -188,6 +189,9 @@ def plot_scenario(
                                                                 strict=False)]  # fmt: skip
             ax.step(est["windows"], belief, where="post", color=_COLOURS.get(f["contender"]),
                     linestyle=":", linewidth=1.0, label="contender's cap / estimate")  # fmt: skip
+        if len(rs["t_sim"]) < 2:
+            ax.text(0.5, 0.5, f"stopped at once: {f['stop_reason']}", ha="center",
+                    va="center", transform=ax.transAxes, fontsize=9)  # fmt: skip
         util = f.get("utilisation")
         ax.set_title(
             f"{f['contender']}: utilisation {_num(util, '.2f')}, "
@@ -301,8 +305,9 @@ def publish(out: Path, benchmarks: Path, png_dir: Path, notes: str = "") -> None
         for kind in ("coverage", "rate"):
             src = out / "plots" / f"{name}-{kind}.png"
             if src.exists():
-                shutil.copy2(src, png_dir / src.name)
-                links.append(f"[{kind}]({rel}/{src.name})")
+                dest = png_dir / f"issue5-{src.name}"
+                shutil.copy2(src, dest)
+                links.append(f"[{kind}]({rel}/{dest.name})")
         if links:
             body += ["Plots: " + ", ".join(links) + ".", ""]
     if notes:

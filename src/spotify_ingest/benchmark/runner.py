@@ -5,7 +5,7 @@ at once would take CPU from each other and blur utilisation). After each run ``r
 rewritten (an interrupted benchmark keeps what it measured); after each scenario its table and
 plots are written; at the end ``report.md``.
 
-Contenders, in run order (``harness.CONTENDERS``): ``seed`` (``seed.py``), ``spotipy``
+Contenders, in run order (``scenarios.CONTENDERS``): ``seed`` (``seed.py``), ``spotipy``
 (``spotipy_contender.py``), ``fixed-rate`` and ``botocore-adaptive`` (``adapters.py`` behind our
 client and planner, ``crawlers.py``), ``spotify-ingest`` (ours, ``crawlers.py``).
 """
@@ -15,32 +15,44 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .harness import CONTENDERS, run_contender
+from .harness import run_contender
 from .report import machine_info, plot_scenario, scenario_table, write_report
-from .scenarios import SCENARIOS, BenchScale, scale_for
+from .scenarios import CONTENDERS, SCENARIOS, BenchScale, scale_for
 
 __all__ = ["bench", "run_bench"]
 
 
 def _command(
-    quick: bool, scenarios: list[str] | None, out: Path, contenders: list[str] | None
+    quick: bool,
+    scenarios: list[str] | None,
+    out: Path,
+    contenders: list[str] | None,
+    budget: float | None = None,
 ) -> str:
     parts = ["spotify-ingest", "bench"]
     if quick:
         parts.append("--quick")
+    if budget is not None:
+        parts += ["--budget", f"{budget:g}"]
     for s in scenarios or []:
         parts += ["--scenario", s]
     for c in contenders or []:
         parts += ["--contender", c]
     parts += ["--out", str(out)]
     return shlex.join(parts)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
 def _summary_line(f: dict[str, Any], seconds: float) -> str:
@@ -64,9 +76,11 @@ def run_bench(
     out: Path,
     *,
     command: str,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Run and report; returns (exit code, figures of every run)."""
+    log = log or _print
+    out = out.resolve()  # contender processes run in their own folders
     out.mkdir(parents=True, exist_ok=True)
     scenarios = [SCENARIOS[name] for name in scenario_names]
     meta: dict[str, Any] = {
@@ -116,8 +130,25 @@ def run_bench(
     return (1 if failures else 0), runs
 
 
-def bench(quick: bool, scenarios: list[str] | None, out: Path, contenders: list[str] | None) -> int:
-    """Run the side-by-side benchmark; 0 when every run produced its figures, 2 on bad names."""
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def bench(
+    quick: bool,
+    scenarios: list[str] | None,
+    out: Path,
+    contenders: list[str] | None,
+    *,
+    budget: float | None = None,
+) -> int:
+    """Run the side-by-side benchmark; 0 when every run produced its figures, 2 on bad names.
+
+    ``budget`` replaces the base budget per run (real seconds; scenarios scale it by their factor).
+    """
+    if budget is not None and not budget > 0:
+        print("budget must be > 0", file=sys.stderr)
+        return 2
     unknown = [s for s in scenarios or [] if s not in SCENARIOS]
     unknown += [c for c in contenders or [] if c not in CONTENDERS]
     if unknown:
@@ -127,11 +158,18 @@ def bench(quick: bool, scenarios: list[str] | None, out: Path, contenders: list[
             file=sys.stderr,
         )
         return 2
+    # SIGTERM ends the benchmark like Ctrl-C: the running contender process is killed on the way
+    # out (``harness.run_contender``'s ``finally``), not left orphaned.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    scale = scale_for(quick)
+    if budget is not None:
+        scale = replace(scale, budget=float(budget))
     code, _ = run_bench(
-        scale_for(quick),
+        scale,
         list(dict.fromkeys(scenarios or SCENARIOS)),
         [c for c in CONTENDERS if c in (contenders or CONTENDERS)],
         out,
-        command=_command(quick, scenarios, out, contenders),
+        command=_command(quick, scenarios, out, contenders, budget),
     )
     return code

@@ -39,10 +39,10 @@ with ``--quick``) in ``large``.
 Scenarios
 =========
 ``extended``   Extended Quota profile (every endpoint, batch lookups, page limits 50), L = 100;
-               budget x 1.5 so that the sequential contenders get a longer look.
+               budget x 1.4 so that the sequential contenders get a longer look.
 ``dev-2026``   Development Mode after February 2026 (search limit 10, no related artists, no
                featured playlists, no batch lookups), L = 100.
-``low-limit``  dev-2026 with L = 20 (budget x 0.75: nobody gets far; rates are what it shows).
+``low-limit``  dev-2026 with L = 20 (budget x 0.6: nobody gets far; rates are what it shows).
 ``halving``    dev-2026, L = 100 halving to 50 at 30% of the run's budget.
 ``faults``     dev-2026, L = 100, 2% of accepted requests answered 500/502/503.
 ``large``      dev-2026, L = 100, on the large catalog (100,000 artists).
@@ -55,11 +55,13 @@ against the real API.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from spotify_ingest.sim.app import SimConfig
+if TYPE_CHECKING:  # imported when needed: the CLI imports this module at start-up
+    from spotify_ingest.sim.app import SimConfig
 
 __all__ = [
+    "CONTENDERS",
     "SCENARIOS",
     "SPOTIFY_WINDOW",
     "BenchScale",
@@ -68,6 +70,9 @@ __all__ = [
 ]
 
 SPOTIFY_WINDOW: Final = 30.0  # seconds, simulated
+
+#: Contender names, in run order (see ``runner.py``).
+CONTENDERS: Final = ("seed", "spotipy", "fixed-rate", "botocore-adaptive", "spotify-ingest")
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,8 @@ class Scenario:
         return scale.budget * self.budget_factor
 
     def sim_config(self, scale: BenchScale) -> SimConfig:
+        from spotify_ingest.sim.app import SimConfig
+
         schedule = ""
         if self.halve_at is not None:
             schedule = f"{scale.to_sim(self.halve_at * self.budget(scale)):.3f}:half"
@@ -145,7 +152,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     s.name: s
     for s in (
         Scenario(
-            "extended", "Extended Quota app, L = 100 per 30 s", "extended", 100, budget_factor=1.5
+            "extended", "Extended Quota app, L = 100 per 30 s", "extended", 100, budget_factor=1.4
         ),
         Scenario("dev-2026", "Development Mode app (2026), L = 100 per 30 s", "dev-2026", 100),
         Scenario(
@@ -153,7 +160,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             "Development Mode app (2026), L = 20 per 30 s",
             "dev-2026",
             20,
-            budget_factor=0.75,
+            budget_factor=0.6,
         ),
         Scenario(
             "halving",
