@@ -54,7 +54,7 @@ __all__ = ["AccessToken", "TokenProvider", "parse_retry_after", "renewal_margin"
 
 logger = logging.getLogger("spotify_ingest.auth")
 
-_TOKEN_ENDPOINT = "POST /api/token"
+TOKEN_ENDPOINT = "POST /api/token"
 
 
 def renewal_margin(lifetime: float) -> float:
@@ -203,7 +203,7 @@ class TokenProvider:
                     raise ServerError(
                         "the token endpoint kept answering 429",
                         status=429,
-                        endpoint=_TOKEN_ENDPOINT,
+                        endpoint=TOKEN_ENDPOINT,
                     ) from None
                 await self._clock.sleep(exc.retry_after)
 
@@ -222,12 +222,12 @@ class TokenProvider:
         except httpx.TransportError as exc:
             raise TransportError(
                 f"token request to {self._token_url} failed: {type(exc).__name__}",
-                endpoint=_TOKEN_ENDPOINT,
+                endpoint=TOKEN_ENDPOINT,
             ) from None
         status = response.status_code
         logger.debug(
             "%s -> %d in %.1f ms",
-            _TOKEN_ENDPOINT,
+            TOKEN_ENDPOINT,
             status,
             (time.perf_counter() - started) * 1000.0,
         )
@@ -247,13 +247,13 @@ class TokenProvider:
             raise ServerError(
                 f"token endpoint {self._token_url} answered {status}",
                 status=status,
-                endpoint=_TOKEN_ENDPOINT,
+                endpoint=TOKEN_ENDPOINT,
             )
         raise BadRequestError(
             f"token endpoint {self._token_url} answered {status}"
             f"{' (' + error_code + ')' if error_code else ''}",
             status=status,
-            endpoint=_TOKEN_ENDPOINT,
+            endpoint=TOKEN_ENDPOINT,
         )
 
     def _parse_token(self, response: httpx.Response) -> AccessToken:
@@ -263,7 +263,7 @@ class TokenProvider:
             raise BadResponseError(
                 "token endpoint answered 200 with a body that is not JSON",
                 status=200,
-                endpoint=_TOKEN_ENDPOINT,
+                endpoint=TOKEN_ENDPOINT,
             ) from None
         value = body.get("access_token") if isinstance(body, dict) else None
         lifetime = body.get("expires_in") if isinstance(body, dict) else None
@@ -281,7 +281,7 @@ class TokenProvider:
                 "token endpoint answered 200 without a bearer access_token and a positive "
                 "expires_in",
                 status=200,
-                endpoint=_TOKEN_ENDPOINT,
+                endpoint=TOKEN_ENDPOINT,
             )
         now = self._clock.now()
         return AccessToken(

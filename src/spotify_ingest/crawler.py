@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .auth import TOKEN_ENDPOINT
 from .client import SpotifyClient
 from .discovery.capabilities import Capabilities, probe
 from .discovery.known import KnownNames
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = ["CrawlOptions", "CrawlReport", "Crawler", "Progress", "estimate_key"]
 
 MAX_ATTEMPTS = 5
+MAX_BACKOFF_SECONDS = 300.0
 ALPHABET_EVERY = 200  # tasks between saves of the learned search alphabet
 LEASE_RENEW_SECONDS = 15.0  # renew PostgreSQL leases in flight or buffered (a third of a lease)
 STOP_GRACE_SECONDS = 5.0
@@ -348,12 +350,18 @@ class Crawler:
             return
         except (ServerError, TransportError, BadResponseError) as exc:
             # Passing trouble (the client's retry budget ran out, or one bad body): the task goes
-            # back with the attempt counted, and is given up after MAX_ATTEMPTS.
-            if task.attempts >= MAX_ATTEMPTS:
+            # back with the attempt counted and is given up after MAX_ATTEMPTS; this worker backs
+            # off first (half a window, doubling), so an outage does not burn the attempts in a
+            # second. A token endpoint that is down is not the task's fault: no attempt counted.
+            token_trouble = exc.endpoint == TOKEN_ENDPOINT
+            if task.attempts >= MAX_ATTEMPTS and not token_trouble:
                 self.store.fail(task, f"{type(exc).__name__}: {exc}")
                 self._tasks_failed += 1
-            else:
-                self.store.release([task], attempted=True)
+                return
+            self.store.release([task], attempted=not token_trouble)
+            self._in_flight.pop(task.id, None)
+            backoff = self.controller.window / 2 * 2 ** min(task.attempts - 1, 4)
+            await asyncio.sleep(min(backoff, MAX_BACKOFF_SECONDS))
             return
         if self._tasks_done % ALPHABET_EVERY == 0:  # survives a SIGKILL with the task's commit
             outcome.meta = {**outcome.meta, "alphabet": runner.search.alphabet.to_json()}
