@@ -24,6 +24,7 @@ from .store import is_postgres_url, open_store
 
 if TYPE_CHECKING:
     from .shared_rate import SharedRateController
+    from .sim.app import SimConfig
     from .store.postgres import PostgresStore
     from .store.sqlite import SQLiteStore
 
@@ -72,21 +73,26 @@ class _Endpoint:
     settings: ClientSettings
 
 
+def simulator_config(req: CrawlRequest) -> SimConfig:
+    """The simulator ``crawl --simulate`` asks for (one process, or shared by ``--workers``)."""
+    from .sim.app import SimConfig
+
+    return SimConfig(
+        artists=req.sim_artists,
+        seed=req.sim_seed,
+        profile=req.sim_profile,
+        limit=req.sim_limit,
+        window=req.sim_window,
+    )
+
+
 @contextlib.contextmanager
 def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
     """The API to crawl: the simulator on a free loopback port, or Spotify (or --api-base)."""
     if req.simulate:
-        from .sim.app import SimConfig
         from .sim.server import SimServer
 
-        config = SimConfig(
-            artists=req.sim_artists,
-            seed=req.sim_seed,
-            profile=req.sim_profile,
-            limit=req.sim_limit,
-            window=req.sim_window,
-        )
-        with SimServer(config) as server:
+        with SimServer(simulator_config(req)) as server:
             yield _Endpoint(
                 settings=ClientSettings.from_env(env_file=req.env_file),
                 credentials=Credentials(

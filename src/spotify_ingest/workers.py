@@ -135,17 +135,10 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
         client_id = Credentials.from_env(env_file=req.env_file).client_id
         yield _Endpoint(req.api_base, req.token_url, req.window, client_id=client_id)
         return
-    from .sim.app import SimConfig
+    from .runner import simulator_config
     from .sim.server import SimServer
 
-    config = SimConfig(
-        artists=req.sim_artists,
-        seed=req.sim_seed,
-        profile=req.sim_profile,
-        limit=req.sim_limit,
-        window=req.sim_window,
-    )
-    with SimServer(config) as server:
+    with SimServer(simulator_config(req)) as server:
         yield _Endpoint(
             server.api_base,
             server.token_url,
