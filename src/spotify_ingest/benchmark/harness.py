@@ -270,6 +270,8 @@ def _figures(
     util, accepted_in_run, cap = utilisation(
         accepted_times, limit_at, start_sim, end_sim, SPOTIFY_WINDOW
     )
+    ramp = 2 * SPOTIFY_WINDOW  # the first two windows: every adaptive contender's warm-up
+    util_after = utilisation(accepted_times, limit_at, start_sim + ramp, end_sim, SPOTIFY_WINDOW)
     ttc = coverage_times(samples, n, t0, COVERAGE_MARKS)
     cpu_crawl = result.get("cpu_seconds")
     cpu_total = float(usage.ru_utime + usage.ru_stime)
@@ -297,6 +299,8 @@ def _figures(
         "accepted_in_run": accepted_in_run,
         "capacity_in_run": cap,
         "utilisation": util,
+        "utilisation_after_2_windows": util_after[0],
+        "start_sim_s": start_sim,
         "rejected_429": rejected,
         "ratio_429": rejected / requests if requests else 0.0,
         "escalations": int(stats["escalations"]),

@@ -15,7 +15,10 @@ Definitions:
 * utilisation: requests the simulator accepted between ``t0`` and the end, over what the hidden
   limit allowed in that time: ``integral of L(t) / W dt`` (``L(t)`` from the simulator's own
   schedule). Accepted includes every request that counted against the window (5xx included), so
-  1.0 means "as fast as the hidden limit allows". A run shorter than a window has none (n/a);
+  1.0 means "as fast as the hidden limit allows" (a run may pass 1.0 by up to one window's worth:
+  the first window starts empty). A run shorter than a window has none (n/a).
+  ``utilisation_after_2_windows`` is the same without the first two windows (the warm-up of every
+  adaptive contender), in the JSON only;
 * 429 ratio: 429 answers over all requests (``/__sim/stats``); escalations: penalties doubled by
   a request during a Retry-After; requests per artist: requests over artists covered;
 * peak RSS: the contender process's ``VmHWM`` (its own peak since ``exec``); CPU per 1,000
