@@ -280,8 +280,17 @@ def publish(out: Path, benchmarks: Path, png_dir: Path, notes: str = "") -> None
         "Every contender crawls a fresh simulator (same seed, profile, catalog and hidden limit) "
         "in its own process, on compressed time; figures come from the simulator's ground truth "
         "(`/__sim/stats`, `/__sim/accepted`, `/__sim/catalog`) and the contender's own record. "
-        "Method, contenders and definitions: `src/spotify_ingest/benchmark/` (module "
-        "docstrings).",
+        "Time is compressed with the simulator's `time_scale`: one 30-second window lasts "
+        "W = 2 real seconds, every duration (Retry-After, penalties, latency, token life, the "
+        "seed's 30 s sleep, urllib3's and botocore's clocks, our controller's window) is in "
+        "simulated seconds, and request counts are not scaled (the seed still sleeps after "
+        "every 1,500 requests; limits are per 30-second window, as users report them). "
+        "Contenders: *seed* (the seed's algorithm from its README: featured playlists, batch "
+        "details, related-artists BFS, sequential, loses the popped artist on a 429), *spotipy* "
+        "(the same algorithm through the real spotipy, default retries), *fixed-rate* and "
+        "*botocore-adaptive* (our client and planner behind `aiolimiter` at 60 per window, or "
+        "botocore's adaptive `ClientRateLimiter`), *spotify-ingest* (ours, `--strategy auto`). "
+        "Method and definitions: `src/spotify_ingest/benchmark/` (module docstrings).",
         "",
         "Command:",
         "",
