@@ -395,6 +395,9 @@ class Crawler:
         while True:
             await asyncio.sleep(0.25)
             self._emit_progress()
+            reason = self._limit_reached()  # also while every worker waits out a long pause
+            if reason is not None and not self.stopping:
+                self.request_stop(reason)
             now = time.monotonic()
             if now - saved > 30.0:
                 saved = now
