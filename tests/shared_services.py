@@ -13,7 +13,13 @@ import secrets
 
 import pytest
 
-from tests.store.conftest import PG_DEFAULT, PG_ENV, PgSchema, drop_schema, in_ci, new_schema
+from tests.store.conftest import (
+    PgSchema,
+    drop_schema,
+    in_ci,
+    new_schema,
+    pg_dsn_or_skip,
+)
 
 __all__ = [
     "PgSchema",
@@ -55,19 +61,7 @@ def redis_url_or_skip() -> str:
 
 
 def pg_server_or_skip() -> str:
-    dsn = os.environ.get(PG_ENV, PG_DEFAULT)
-    try:
-        import psycopg
-    except ImportError as exc:
-        _unavailable(f"psycopg is not installed ({exc}): pip install -e '.[scale]'")
-        raise AssertionError("unreachable") from None
-    try:
-        with psycopg.connect(dsn, connect_timeout=3, autocommit=True) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        _unavailable(f"PostgreSQL not reachable ({first}); start it or point {PG_ENV} at one")
-    return dsn
+    return pg_dsn_or_skip()
 
 
 def unique_prefix() -> str:

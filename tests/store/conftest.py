@@ -34,6 +34,11 @@ def _unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def pg_server() -> str:
     """The server DSN, once it answers ``SELECT 1``."""
+    return pg_dsn_or_skip()
+
+
+def pg_dsn_or_skip() -> str:
+    """The server DSN once it answers ``SELECT 1``; skip (fail under CI) when it does not."""
     dsn = os.environ.get(PG_ENV, PG_DEFAULT)
     try:
         import psycopg
