@@ -177,3 +177,25 @@ async def test_the_learned_limit_is_stored_and_reused(tmp_path: Path) -> None:
         assert row["api_base"] == API
         assert DEMO_CLIENT_ID not in json.dumps(row), "client ids are hashed"
         assert Crawler.load_estimate(store, DEMO_CLIENT_ID, API) is not None
+
+
+async def test_search_requests_no_child_that_held_names_did_not_predict(tmp_path: Path) -> None:
+    """Children of split nodes are asked for when a held name word continues the prefix; the
+    rest wait for the end and are mostly skipped. None asked for early turns out empty, and the
+    deferred ones cost few requests."""
+    db, n = tmp_path / "c.db", 6000  # big enough that letters like "t" need splitting
+    await crawl(db, "dev-2026", "search", n=n, concurrency=8)
+    assert set(stored(db)) == everyone(n)
+    with SQLiteStore(db, create=False) as store:
+        rows = store._db.execute(
+            "SELECT json_extract(t.params, '$.q'), json_extract(t.params, '$.role'), t.requests, "
+            "n.total FROM tasks t LEFT JOIN search_nodes n ON n.query = json_extract(t.params, "
+            "'$.q') WHERE t.kind = 'search' AND json_extract(t.params, '$.offset') = 0"
+        ).fetchall()
+    splits = [r for r in rows if len(r[0]) >= 2]
+    assert any(role == "node" for _, role, _, _ in splits), "the tree has split nodes"
+    empty_now = [q for q, role, _, total in splits if role == "node" and total == 0]
+    assert empty_now == []
+    deferred = [r for r in splits if r[1] == "spec"]
+    asked = sum(requests for _, _, requests, _ in deferred)
+    assert len(deferred) > 0 and asked <= 0.5 * len(deferred), "most deferred children skipped"

@@ -211,7 +211,7 @@ class Crawler:
         self.capabilities = await probe(self.client, {ENDPOINT_OF[k] for k in kinds} | {"artists"})
         self.store.set_meta("capabilities", self.capabilities.to_json())
         alphabet = Alphabet.from_json(self.store.get_meta("alphabet"))
-        plan = SearchPlan(alphabet, limit=self.capabilities.limit("search", 10))
+        plan = SearchPlan(alphabet, limit=self.capabilities.limit("search", 10), known=self.known)
         plan.totals.update((n.query, n.total) for n in self.store.search_nodes())
         self.known.add(
             (a["id"], a["name"], a["detail"] == "full") for a in self.store.iter_artists()

@@ -79,6 +79,24 @@ class KnownNames:
         upgraded = {i for i, full in wanted.items() if full and held.get(i) == 0}
         return new, upgraded
 
+    def next_chars(self, prefix: str) -> set[str]:
+        """The characters that follow ``prefix`` in the name words we hold (``"ma"`` -> ``r`` for
+        ``maria``). One index seek per distinct character, however many words share it."""
+        found: set[str] = set()
+        depth = len(prefix)
+        start = prefix + "\x00"  # the word ``prefix`` itself has no next character
+        while True:
+            row = self._db.execute(
+                "SELECT word FROM word WHERE word >= ? ORDER BY word LIMIT 1", (start,)
+            ).fetchone()
+            if row is None or not row[0].startswith(prefix) or len(row[0]) <= depth:
+                return found
+            char = row[0][depth]
+            found.add(char)
+            if ord(char) >= 0x10FFFF:
+                return found
+            start = prefix + chr(ord(char) + 1)
+
     def count(self, prefix: str) -> tuple[int, int]:
         """Artists known with a name word starting with ``prefix``: (all, full)."""
         row = self._db.execute(

@@ -11,14 +11,21 @@ most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and
 * A node's first page tells its ``total``. If ``total`` fits under the reach (``1000 + limit``) the
   node is *paged*: every further page is queued at once. Otherwise it is *split*: one child per
   possible next character (``a``-``z0``-``9`` after a Latin letter or digit, the characters seen to
-  follow the last one in other scripts). Children that match nothing cost one request each.
+  follow the last one in other scripts). A child that matches nothing still costs one request.
 * A split node's own word, when it is an artist's whole name word (the artist "A", the band "AB"),
   is not below any child. Spotify ranks exact word matches first, so a split node keeps paging while
   its pages still hold exact matches: the *exact run*.
-* Children after a character never seen to follow the prefix's last one (``qx`` ...) are
-  *speculative*: they wait until the end, when the prefix's artists are usually all known, and
-  are skipped then at no request. Pages and exact runs of a node whose artists are all known are
-  skipped the same way (:mod:`spotify_ingest.discovery.known`).
+* Which children are worth a request now is predicted from the name words already held (the known
+  index, :mod:`spotify_ingest.discovery.known`, plus the page itself): a child is *likely* when
+  some held word continues the prefix with its character (``ma`` -> ``mar`` for ``Maria``). Every
+  other candidate is *speculative*. Speculative children and exact runs are *deferred*: they run
+  after every other search request (deepest first), when the prefix's artists are usually all
+  held, and are then skipped at no request if the artists we hold under the parent (under the
+  node itself, for an exact run) number its exact ``total``. A speculative child that the words
+  held by then predict runs; one they still do not predict waits once more, behind the subtrees
+  that were re-predicted, which usually complete its parent. Exact runs come last. Whatever is not
+  skipped runs as usual, so prediction only reorders requests and never loses an artist. Pages of
+  a node whose artists are all held are skipped the same way.
 * Every call asks for ``artist,album,track``: the albums and tracks on the page carry more artists
   (simplified) at no extra request, which the planner uses and hydration completes.
 
@@ -192,14 +199,27 @@ class Alphabet:
         return cls(first=first, follow=follow, scripts=scripts)
 
 
-def search_task(query: str, offset: int, limit: int, *, role: str = "page") -> TaskSpec:
-    """A search request. ``role``: ``node`` (first page), ``page``, or ``exact`` (exact run)."""
+# Requests that wait for the end of the crawl run in tiers below every node and page (priority
+# ``tier + depth``, deepest first): speculative children, then those of them that the words held
+# by then still do not predict, then exact runs (the longest, so the last to be worth running).
+DEFERRED_TIERS = {"spec": -1000.0, "spec2": -2000.0, "exact": -3000.0}
+
+
+def search_task(
+    query: str, offset: int, limit: int, *, role: str = "page", again: bool = False
+) -> TaskSpec:
+    """A search request. ``role``: ``node`` (first page), ``page``, ``spec`` (a speculative
+    child's first page) or ``exact`` (a page of the exact run); ``again``: a speculative child
+    deferred a second time."""
     # Deeper nodes and continuation pages first: finishing a subtree before opening new ones keeps
     # the frontier small (depth-first), and pages already known to hold results are sure yield.
     priority = float(len(query)) + (0.5 if role != "node" else 0.0)
-    return TaskSpec(
-        "search", {"q": query, "offset": offset, "limit": limit, "role": role}, priority
-    )
+    params: dict[str, object] = {"q": query, "offset": offset, "limit": limit, "role": role}
+    if role in ("spec", "exact"):
+        priority += DEFERRED_TIERS["spec2" if again else role]
+    if again:
+        params["again"] = True  # another task key than the first deferral's
+    return TaskSpec("search", params, priority)
 
 
 @dataclass
@@ -210,6 +230,7 @@ class SearchPlan:
     limit: int = 10  # results per call, learned from the capability probe
     max_offset: int = 1000
     totals: dict[str, int] = field(default_factory=dict)  # query -> exact total, once known
+    known: KnownNames | None = None  # the artists held, to predict which children are non-empty
 
     @property
     def reach(self) -> int:
@@ -235,6 +256,21 @@ class SearchPlan:
             return False
         pages_left = max(1, (min(total, self.reach) - offset) // self.limit)
         return held - full <= pages_left
+
+    def defer_again(self, query: str, role: str, again: bool) -> TaskSpec | None:
+        """A second deferral for speculative child ``query``, or None to run it now.
+
+        When a speculative child's turn comes, its parent is usually complete (then it is
+        skipped) or still missing artists that some subtree will bring. If a held name word now
+        continues the parent with the child's character, the child is no longer speculative and
+        runs; otherwise it waits behind every such re-predicted subtree (which often completes
+        the parent, and then it is skipped at no request).
+        """
+        if role != "spec" or again or self.known is None or len(query) < 2:
+            return None
+        if query[-1] in self.known.next_chars(query[:-1]):
+            return None
+        return search_task(query, 0, self.limit, role="spec", again=True)
 
     def roots(self) -> list[TaskSpec]:
         """Latin letters and digits, every root learned so far, and one probe per script."""
@@ -285,7 +321,7 @@ class SearchPlan:
                 )
             else:
                 nodes.append(SearchNode(query, _parent(query), total, "split"))
-                likely, rest = self.alphabet.children(query)
+                likely, rest = self._children(query, artists)
                 spawn.extend(search_task(query + c, 0, self.limit, role="node") for c in likely)
                 spawn.extend(search_task(query + c, 0, self.limit, role="spec") for c in rest)
                 if self._all_exact(items, word):
@@ -297,6 +333,29 @@ class SearchPlan:
             elif nxt < total:
                 nodes.append(SearchNode(query, _parent(query), total, "overflow"))
         return TaskOutcome(artists=artists, spawn=spawn, search_nodes=nodes), sorted(new_first)
+
+    def _children(
+        self, query: str, items: Sequence[Artist | SimplifiedArtist]
+    ) -> tuple[list[str], list[str]]:
+        """Child characters of split node ``query``: (likely, speculative).
+
+        With the known index, a child is likely when a name word we hold (or one on this page)
+        continues ``query`` with it: the words under a prefix predict its non-empty children far
+        better than which letters follow which (after ``ma`` almost every letter follows an
+        ``a`` somewhere, but few start a ``ma..`` word). Every other candidate of the alphabet is
+        speculative: it waits for the end and is skipped when ``query`` turned out complete.
+        """
+        likely, rest = self.alphabet.children(query)
+        if self.known is None:
+            return likely, rest
+        depth = len(query)
+        seen = self.known.next_chars(query)
+        for artist in items:
+            for word in name_words(artist.name):
+                if len(word) > depth and word.startswith(query):
+                    seen.add(word[depth])
+        candidates = set(likely) | set(rest) | seen
+        return sorted(seen), sorted(candidates - seen)
 
     @staticmethod
     def _all_exact(items: Sequence[Artist], word: str) -> bool:

@@ -131,10 +131,14 @@ class TaskRunner:
         spawn: list[TaskSpec] = []
         if kind == "search":
             limit = int(p["limit"])
+            query, role = str(p["q"]), str(p["role"])
             if self.known is not None and self.search.skippable(
-                str(p["q"]), int(p["offset"]), str(p["role"]), self.known
+                query, int(p["offset"]), role, self.known
             ):
                 return TaskOutcome(requests=0)
+            later = self.search.defer_again(query, role, bool(p.get("again", False)))
+            if later is not None:
+                return TaskOutcome(requests=0, spawn=[later])
             result = await self.client.search(
                 str(p["q"]), types=SEARCH_TYPES, limit=limit, offset=int(p["offset"])
             )
