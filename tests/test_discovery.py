@@ -69,18 +69,65 @@ def test_a_speculative_child_runs_once_held_words_predict_it_and_waits_again_oth
     known = _known("Maria")
     plan = SearchPlan(Alphabet(), limit=10, known=known)
     try:
-        assert plan.defer_again("mar", "spec", again=False) is None  # predicted by now: run it
-        later = plan.defer_again("maz", "spec", again=False)
+        assert plan.defer_again("mar", 0, "spec", again=False) is None  # predicted: run it
+        later = plan.defer_again("maz", 0, "spec", again=False)
         assert later is not None and later.params["again"] is True
         assert later.priority < search_task("maz", 0, 10, role="spec").priority
-        assert plan.defer_again("maz", "spec", again=True) is None  # waits only once
-        assert plan.defer_again("maz", "node", again=False) is None
+        assert plan.defer_again("maz", 0, "spec", again=True) is None  # waits only once
+        assert plan.defer_again("maz", 0, "node", again=False) is None
     finally:
         known.close()
 
 
-def test_exact_runs_wait_behind_every_speculative_child() -> None:
+def test_deferred_tiers_speculative_exact_unpredicted_then_overflowing_exact() -> None:
+    spec = search_task("thez", 0, 10, role="spec")
     exact = search_task("the", 10, 10, role="exact")
-    spec = search_task("thez", 0, 10, role="spec", again=True)
+    again = search_task("thez", 0, 10, role="spec", again=True)
+    late = search_task("the", 10, 10, role="exact", again=True)
     page = search_task("a", 10, 10)
-    assert exact.priority < spec.priority < 0 < page.priority
+    assert late.priority < again.priority < exact.priority < spec.priority < 0 < page.priority
+
+
+def test_an_exact_run_waits_until_last_when_it_would_overflow() -> None:
+    known = _known(*[f"The Band{i}" for i in range(30)], "Solo")
+    plan = SearchPlan(Alphabet(), limit=10, max_offset=20, known=known)  # reach 30
+    try:
+        later = plan.defer_again("the", 10, "exact", again=False)
+        assert later is not None and later.params["again"] is True
+        assert plan.defer_again("the", 20, "exact", again=False) is None  # a run under way
+        assert plan.defer_again("solo", 10, "exact", again=False) is None  # fits: runs now
+    finally:
+        known.close()
+
+
+def test_an_exact_run_queues_a_few_pages_ahead_and_stops_where_exact_matches_end() -> None:
+    plan = SearchPlan(Alphabet(), limit=10)
+    exact_page = _page("dj", [f"DJ Name{i}" for i in range(10)], total=2400)
+    outcome, _ = plan.outcome("dj", 990, "exact", exact_page)
+    assert [t.params["offset"] for t in outcome.spawn if t.params["q"] == "dj"] == [1000]
+    assert [n.status for n in outcome.search_nodes] == []
+    outcome, _ = plan.outcome("dj", 20, "exact", exact_page)
+    assert [t.params["offset"] for t in outcome.spawn if t.params["q"] == "dj"] == [30, 40, 50, 60]
+    mixed = _page("dj", ["DJ Name", "Djorn"], total=2400)
+    outcome, _ = plan.outcome("dj", 30, "exact", mixed)
+    assert [t for t in outcome.spawn if t.params["q"] == "dj"] == []
+    outcome, _ = plan.outcome("dj", 1000, "exact", exact_page)
+    assert [n.status for n in outcome.search_nodes] == ["overflow"]
+
+
+def test_counts_under_a_prefix_stay_exact_as_artists_arrive() -> None:
+    """The first count scans; later ones come from tracked counters: both must agree."""
+    known = _known("Anna Bell", "Annabel", "Bella")
+    try:
+        assert known.count("an") == (2, 2)
+        assert known.count("b") == (2, 2)  # "Anna Bell" and "Bella"
+        known.add([("s1", "Anne Annika", False), ("id0", "Anna Bell", True)])  # one new, one held
+        assert known.count("an") == (3, 2)  # two words under "an": counted once
+        known.add([("s1", "Anne Annika", True)])  # now known in full
+        assert known.count("an") == (3, 3)
+        assert known.count("ann") == known._scan("ann") == (3, 3)
+        known.add([("s2", "Bob", False), ("s2", "Bob", True)])  # twice in one page: full wins
+        assert known.count("b") == known._scan("b") == (3, 3)
+        assert known.fresh([("s2", True), ("zz", False)]) == ({"zz"}, set())
+    finally:
+        known.close()

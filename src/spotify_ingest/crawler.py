@@ -307,7 +307,7 @@ class Crawler:
             if reason is not None:
                 self.request_stop(reason)
                 return
-            task = planner.next_task()
+            task = planner.next_task(self._in_flight.values())
             if task is None:
                 if not self._in_flight:
                     self.request_stop("done")
@@ -370,11 +370,7 @@ class Crawler:
         except LeaseLostError:
             return  # another worker took the task over after our lease expired: its result counts
         if result.new_full or result.new_simplified or result.upgraded:
-            fresh, better = self.known.fresh((a.id, isinstance(a, Artist)) for a in outcome.artists)
-            changed = fresh | better
-            self.known.add(
-                (a.id, a.name, isinstance(a, Artist)) for a in outcome.artists if a.id in changed
-            )
+            self.known.add((a.id, a.name, isinstance(a, Artist)) for a in outcome.artists)
         self._in_flight.pop(task.id, None)
         self._tasks_done += 1
         new = result.new_full + result.new_simplified

@@ -9,7 +9,12 @@ artist about 1.5 times.
 
 The index is a scratch SQLite file (not the crawl database: it is derived data, rebuilt from the
 store's artists at start), holding ``(word, artist)`` pairs and whether each artist is known in
-full. Counting is a range scan of the words under a prefix.
+full, so a catalog of millions costs disk, not memory. The first count of a prefix is a range
+scan of the words under it; from then on the prefix is *tracked*: its two counts live in memory
+and every artist added afterwards bumps the tracked prefixes of its name words (an artist with
+two words under one prefix counts once). The planner asks for the same prefixes again and again
+(every page of a node checks its node), so a count costs a dictionary look-up, not a scan of up
+to a thousand rows per page. Only the prefixes of search nodes are ever tracked.
 """
 
 from __future__ import annotations
@@ -41,40 +46,74 @@ class KnownNames:
                 WITHOUT ROWID;
             """
         )
+        self._tracked: dict[str, list[int]] = {}  # prefix -> [held, full], kept up to date
 
     def close(self) -> None:
         self._db.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def add(self, artists: Iterable[tuple[str, str, bool]]) -> None:
-        """Record ``(id, name, full)`` triples; a full artist stays full."""
-        rows = list(artists)
-        if not rows:
+        """Record ``(id, name, full)`` triples; a full artist stays full. Artists already held
+        (and not newly full) change nothing."""
+        merged: dict[str, tuple[str, bool]] = {}
+        for artist_id, name, full in artists:
+            held = merged.get(artist_id)
+            if held is None:
+                merged[artist_id] = (name, bool(full))
+            elif full and not held[1]:
+                merged[artist_id] = (held[0], True)
+        if not merged:
+            return
+        before = self._held(list(merged))
+        changes: list[tuple[str, str, int, int]] = []  # id, name, +held, +full
+        for artist_id, (name, full) in merged.items():
+            was = before.get(artist_id)
+            if was is None:
+                changes.append((artist_id, name, 1, int(full)))
+            elif full and not was:
+                changes.append((artist_id, name, 0, 1))
+        if not changes:
             return
         db = self._db
         db.execute("BEGIN")
         db.executemany(
             "INSERT INTO artist (id, full) VALUES (?, ?) "
             "ON CONFLICT (id) DO UPDATE SET full = MAX(full, excluded.full)",
-            ((i, int(f)) for i, _, f in rows),
+            ((i, int(d_held == 0 or d_full)) for i, _, d_held, d_full in changes),
         )
         db.executemany(
             "INSERT OR IGNORE INTO word (word, id) VALUES (?, ?)",
-            ((w, i) for i, name, _ in rows for w in name_words(name)),
+            ((w, i) for i, name, d_held, _ in changes if d_held for w in name_words(name)),
         )
         db.execute("COMMIT")
+        tracked = self._tracked
+        if tracked:
+            for _, name, d_held, d_full in changes:
+                for prefix in self._tracked_prefixes(name):
+                    counts = tracked[prefix]
+                    counts[0] += d_held
+                    counts[1] += d_full
 
-    def fresh(self, artists: Iterable[tuple[str, bool]]) -> tuple[set[str], set[str]]:
-        """Of ``(id, full)`` pairs: the ids never seen, and the ids seen simplified now full."""
-        wanted = dict(artists)
+    def _tracked_prefixes(self, name: str) -> set[str]:
+        tracked = self._tracked
+        return {
+            word[:k] for word in name_words(name) for k in range(1, len(word) + 1)
+        } & tracked.keys()
+
+    def _held(self, ids: list[str]) -> dict[str, int]:
         held: dict[str, int] = {}
-        ids = list(wanted)
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             held.update(
                 self._db.execute(f"SELECT id, full FROM artist WHERE id IN ({marks})", chunk)
             )
+        return held
+
+    def fresh(self, artists: Iterable[tuple[str, bool]]) -> tuple[set[str], set[str]]:
+        """Of ``(id, full)`` pairs: the ids never seen, and the ids seen simplified now full."""
+        wanted = dict(artists)
+        held = self._held(list(wanted))
         new = {i for i in wanted if i not in held}
         upgraded = {i for i, full in wanted.items() if full and held.get(i) == 0}
         return new, upgraded
@@ -97,8 +136,20 @@ class KnownNames:
                 return found
             start = prefix + chr(ord(char) + 1)
 
+    def with_word(self, word: str) -> int:
+        """Artists held with ``word`` as a whole name word."""
+        row = self._db.execute("SELECT COUNT(*) FROM word WHERE word = ?", (word,)).fetchone()
+        return int(row[0])
+
     def count(self, prefix: str) -> tuple[int, int]:
-        """Artists known with a name word starting with ``prefix``: (all, full)."""
+        """Artists known with a name word starting with ``prefix``: (all, full). The prefix is
+        tracked from now on (see the module docstring)."""
+        counts = self._tracked.get(prefix)
+        if counts is None:
+            counts = self._tracked[prefix] = list(self._scan(prefix))
+        return counts[0], counts[1]
+
+    def _scan(self, prefix: str) -> tuple[int, int]:
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(a.full), 0) FROM artist a WHERE a.id IN "
             "(SELECT id FROM word WHERE word >= ? AND word < ?)",

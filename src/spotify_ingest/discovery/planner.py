@@ -35,13 +35,21 @@ discovery has grown cheaper than it.
 
 Tasks are claimed from the store in small batches per kind and held in memory; ``release_all``
 gives them back on shutdown (a crash leaves them leased, and the next start recovers them).
+
+A negative priority means *deferred*: such a task is worth running only once everything above it
+is finished, because what those bring may make it unnecessary (search defers speculative
+children and exact runs, which are skipped at no request when the artists they could bring are
+held by then). Priorities fall into bands of :data:`BAND_WIDTH` below zero (every priority >= 0
+is band 0). A task of a lower band is not handed out while a task of its kind from a higher band
+is in flight (the caller waits for one to finish), and claimed deferred tasks go back to the store
+when newer tasks of their kind have been spawned since the claim, so the store's order decides.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,7 +59,16 @@ from ..store.sqlite import SQLiteStore
 if TYPE_CHECKING:
     from ..store.postgres import PostgresStore
 
-__all__ = ["ESSENTIAL", "KIND_ORDER", "ArmStats", "Planner"]
+__all__ = ["BAND_WIDTH", "ESSENTIAL", "KIND_ORDER", "ArmStats", "Planner", "band"]
+
+# Width of a band of deferred priorities (see the module docstring).
+BAND_WIDTH = 1000.0
+
+
+def band(priority: float) -> int:
+    """0 for every priority >= 0; -1 for [-1000, 0), -2 for [-2000, -1000) ..."""
+    return 0 if priority >= 0 else math.floor(priority / BAND_WIDTH)
+
 
 # Discount per request of the yield that decides retirement (about the last 50 requests).
 RECENT_GAMMA = 0.98
@@ -118,6 +135,7 @@ class Planner:
         self.hydrate = hydrate and "hydrate" in kinds
         self.arms = {k: ArmStats(value=prior, requests=1.0) for k in self.kinds}
         self._buffers: dict[str, deque[Task]] = {k: deque() for k in self.kinds}
+        self._spawned_since_claim: dict[str, int] = {}
         self._pending: dict[str, int] = {}
         self._stale = True
         self._disabled: set[str] = set()
@@ -166,19 +184,31 @@ class Planner:
 
         return max(candidates, key=score)  # max() keeps the first of equal scores
 
-    def next_task(self) -> Task | None:
+    def next_task(self, in_flight: Collection[Task] = ()) -> Task | None:
+        """The next task to run, or None: nothing is pending, or the next one is deferred behind
+        a task of ``in_flight`` (the caller then waits for a task to finish and asks again)."""
         kind = self.choose()
         if kind is None:
             return None
         buffer = self._buffers[kind]
+        if buffer and buffer[0].priority < 0 and self._spawned_since_claim.get(kind, 0):
+            self.store.release(list(buffer))  # deferred, and newer work may outrank it now
+            self._pending[kind] = self._pending.get(kind, 0) + len(buffer)
+            buffer.clear()
         if not buffer:
             claimed = self.store.claim(kind, self.claim_batch)
+            self._spawned_since_claim[kind] = 0
             self._pending[kind] = max(0, self._pending.get(kind, 0) - len(claimed))
             buffer.extend(claimed)
             if len(claimed) < self.claim_batch:
                 self._pending[kind] = 0
             if not claimed:
-                return self.next_task() if any(self._available(k) for k in self.kinds) else None
+                if any(self._available(k) for k in self.kinds):
+                    return self.next_task(in_flight)
+                return None
+        head = band(buffer[0].priority)
+        if head < 0 and any(t.kind == kind and band(t.priority) > head for t in in_flight):
+            return None
         return buffer.popleft()
 
     # -- learning -------------------------------------------------------------------------------
@@ -215,6 +245,9 @@ class Planner:
             self.disable(kind)
         for spawned_kind, n in (spawned or {}).items():
             self._pending[spawned_kind] = self._pending.get(spawned_kind, 0) + n
+            self._spawned_since_claim[spawned_kind] = (
+                self._spawned_since_claim.get(spawned_kind, 0) + n
+            )
         self._observed += 1
         if self._observed % self.refresh_every == 0:
             self._stale = True

@@ -136,7 +136,8 @@ class TaskRunner:
                 query, int(p["offset"]), role, self.known
             ):
                 return TaskOutcome(requests=0)
-            later = self.search.defer_again(query, role, bool(p.get("again", False)))
+            offset = int(p["offset"])
+            later = self.search.defer_again(query, offset, role, bool(p.get("again", False)))
             if later is not None:
                 return TaskOutcome(requests=0, spawn=[later])
             result = await self.client.search(
