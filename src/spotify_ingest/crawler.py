@@ -234,6 +234,8 @@ class Crawler:
             fixed_order=STRATEGY_ORDER.get(self.options.strategy),
         )
         runner.retired = planner.retired  # a retired kind is no longer spawned either
+        if planner.fixed_order is None:  # auto: follow-ups are opportunistic, their backlog capped
+            runner.backlog = planner.pending
         self.store.set_meta("last_run", {"started_at": time.time(), "recovered_leases": recovered})
         return runner, planner
 

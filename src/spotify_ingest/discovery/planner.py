@@ -268,6 +268,11 @@ class Planner:
         if held:
             self.store.release(held)
 
+    def pending(self, kind: str) -> int:
+        """Tasks of ``kind`` waiting: in the store (as last counted, plus spawns since) and
+        claimed here."""
+        return self._pending.get(kind, 0) + len(self._buffers.get(kind, ()))
+
     def held(self) -> list[Task]:
         """Tasks claimed from the store and not yet handed out."""
         return [t for buffer in self._buffers.values() for t in buffer]

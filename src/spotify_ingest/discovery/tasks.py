@@ -17,13 +17,18 @@ hydrate             ``/artists?ids=`` or ``/artists/{id}``    nothing
 ==================  ========================================  =================================
 
 Every artist a response carries is stored; every artist seen also spawns its ``artist_albums`` and
-``related`` tasks when those kinds are enabled (the task key makes a second spawn a no-op). The
-strategies (``--strategy``) are sets of enabled kinds; see :data:`STRATEGY_KINDS`.
+``related`` tasks when those kinds are enabled (the task key makes a second spawn a no-op). Under
+``--strategy auto`` those kinds are opportunistic (search reaches every artist anyway), so they
+are spawned only while fewer than :data:`FOLLOW_BACKLOG` of them are pending: a new app's crawl
+otherwise queues one ``artist_albums`` task per artist found (a task row, an index entry and a
+known-index look-up each) for a kind the planner tries fifty times and retires. The named
+strategies walk their graph in full and have no cap. The strategies (``--strategy``) are sets of
+enabled kinds; see :data:`STRATEGY_KINDS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +39,12 @@ from .capabilities import Capabilities
 from .known import KnownNames
 from .search import SEARCH_TYPES, SearchPlan
 
-__all__ = ["ENDPOINT_OF", "STRATEGY_KINDS", "STRATEGY_ORDER", "TaskRunner"]
+__all__ = ["ENDPOINT_OF", "FOLLOW_BACKLOG", "STRATEGY_KINDS", "STRATEGY_ORDER", "TaskRunner"]
 
 ALL_GROUPS = ("album", "single", "compilation", "appears_on")
+
+# Pending follow-up tasks of one opportunistic kind above which no more are spawned (auto only).
+FOLLOW_BACKLOG = 2000
 
 # Which endpoint (capability name) each task kind needs.
 ENDPOINT_OF: dict[str, str] = {
@@ -87,6 +95,8 @@ class TaskRunner:
     kinds: frozenset[str]
     known: KnownNames | None = None
     retired: frozenset[str] | set[str] = frozenset()  # kinds the planner gave up on: not spawned
+    # Pending tasks of a kind, when follow-ups are capped at FOLLOW_BACKLOG (auto); None: no cap.
+    backlog: Callable[[str], int] | None = None
 
     def enabled(self, kind: str) -> bool:
         return (
@@ -95,12 +105,18 @@ class TaskRunner:
             and self.capabilities.has(ENDPOINT_OF[kind])
         )
 
+    def _wanted(self, kind: str) -> bool:
+        """Follow-ups of ``kind`` are enabled and their backlog is not full."""
+        if not self.enabled(kind):
+            return False
+        return self.backlog is None or self.backlog(kind) < FOLLOW_BACKLOG
+
     def _follow_artists(self, artists: Iterable[SimplifiedArtist]) -> list[TaskSpec]:
         """``artist_albums`` for artists never seen before, ``related`` for artists seen in full
         for the first time (the known index says which; without it every artist, the task key
         dropping duplicates)."""
-        albums = self.enabled("artist_albums")
-        related = self.enabled("related")
+        albums = self._wanted("artist_albums")
+        related = self._wanted("related")
         if not (albums or related):
             return []
         artists = list(artists)

@@ -265,17 +265,19 @@ class SQLiteStore:
                 rows = []
                 for artist_id, artist in best.items():
                     full = isinstance(artist, Artist)
-                    row = _artist_row(artist, task.kind, now)
                     before = stored.get(artist_id)
+                    if before is not None and not full:
+                        continue  # a simplified artist seen again: nothing it could add
+                    row = _artist_row(artist, task.kind, now)
                     if before is None:
                         if full:
                             new_full += 1
                         else:
                             new_simplified += 1
-                    elif full and before[1] == Detail.SIMPLIFIED:
+                    elif before[1] == Detail.SIMPLIFIED:
                         upgraded += 1
-                    elif not full or before == row[1:9]:
-                        continue  # nothing new to write (a full artist seen again, unchanged)
+                    elif before == row[1:9]:
+                        continue  # a full artist seen again, unchanged
                     rows.append(row)
                 db.executemany(_UPSERT_ARTIST, rows)
                 cur = db.execute(
