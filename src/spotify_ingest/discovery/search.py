@@ -4,14 +4,16 @@ Spotify's search matches each query word as a prefix of a word of the name, case
 accent-insensitively, ranks by relevance then popularity, reports an exact ``total``, and serves at
 most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and no more. So:
 
-* The roots are one-character queries: ``a``-``z``, ``0``-``9``, one probe letter per other
+* The roots are one-character queries: ``a``-``z``, ``0``-``9``, the Latin letters that do not
+  fold to them (``ø``, ``æ``, ``ł`` ...: :data:`LATIN_EXTRA`), one probe letter per other
   script (:data:`SCRIPTS`), and every first character of a name word seen in any result. A script
   whose probe finds anything, or whose letters appear in any name, *opens*: all its letters
   become roots. CJK ideographs open from a seed of common name characters and snowball.
 * A node's first page tells its ``total``. If ``total`` fits under the reach (``1000 + limit``) the
   node is *paged*: every further page is queued at once. Otherwise it is *split*: one child per
-  possible next character (``a``-``z0``-``9`` after a Latin letter or digit, the characters seen to
-  follow the last one in other scripts). A child that matches nothing still costs one request.
+  possible next character (``a``-``z0``-``9`` and :data:`LATIN_EXTRA` after a Latin letter or
+  digit, the characters seen to follow the last one in other scripts). A child that matches
+  nothing still costs one request.
 * A split node's own word, when it is an artist's whole name word (the artist "A", the band "AB"),
   is not below any child. Spotify ranks exact word matches first, so a split node keeps paging while
   its pages still hold exact matches: the *exact run*.
@@ -35,7 +37,9 @@ Completeness: every artist has a name word; the word's first character is a root
 tree along that word reaches either a paged node (the artist is on one of its pages) or the word
 itself as a split node (the artist is in its exact run). Identical names shared by more than the
 reach would need ``genre:``/``year:`` filters; the planner logs such nodes (status
-``overflow``) rather than pretend.
+``overflow``) rather than pretend. One gap remains outside Latin script: the children of a node
+whose last character is not Latin are the characters seen to follow it anywhere *when the node
+split*, so a pair of characters first seen later is not tried below that node.
 
 A name word is ``casefold`` + NFKD with combining marks removed, split on anything that is not a
 letter or digit; a run of CJK ideographs or kana counts as one word.
@@ -56,6 +60,7 @@ from .known import KnownNames
 
 __all__ = [
     "BASE_ALPHABET",
+    "LATIN_ALPHABET",
     "SEARCH_TYPES",
     "Alphabet",
     "SearchPlan",
@@ -65,6 +70,12 @@ __all__ = [
 ]
 
 BASE_ALPHABET = string.ascii_lowercase + string.digits
+# Latin letters that survive search's normalisation (casefold, NFKD, marks dropped): "Jøran" is
+# "jøran", not "joran". They are candidates after every Latin letter or digit and roots, like
+# a-z0-9: a split node whose children were chosen before such a letter was ever seen would
+# otherwise never reach "Clørgraisuck" below "cl".
+LATIN_EXTRA = "æðøþđħıłŋœŧ"
+LATIN_ALPHABET = BASE_ALPHABET + LATIN_EXTRA
 SEARCH_TYPES = ("artist", "album", "track")
 
 
@@ -128,6 +139,10 @@ def _is_base(char: str) -> bool:
     return char in BASE_ALPHABET
 
 
+def _is_latin(char: str) -> bool:
+    return char in LATIN_ALPHABET
+
+
 @dataclass
 class Alphabet:
     """Characters learned from names: which start a word, which follow which."""
@@ -175,13 +190,13 @@ class Alphabet:
     def children(self, prefix: str) -> tuple[list[str], list[str]]:
         """The characters that may follow ``prefix``: (seen after its last one, the rest).
 
-        After a Latin letter or digit "the rest" is the remainder of ``a-z0-9``; in other
-        scripts only characters seen to follow are tried.
+        After a Latin letter or digit "the rest" is the remainder of :data:`LATIN_ALPHABET`; in
+        other scripts only characters seen to follow are tried.
         """
         last = prefix[-1]
         seen = self.follow.get(last, set())
         likely = sorted(seen)
-        rest = sorted(set(BASE_ALPHABET) - seen) if _is_base(last) else []
+        rest = sorted(set(LATIN_ALPHABET) - seen) if _is_latin(last) else []
         return likely, rest
 
     def to_json(self) -> dict[str, object]:
@@ -295,7 +310,7 @@ class SearchPlan:
 
     def roots(self) -> list[TaskSpec]:
         """Latin letters and digits, every root learned so far, and one probe per script."""
-        chars = set(self.alphabet.first)
+        chars = set(self.alphabet.first) | set(LATIN_EXTRA)
         chars.update(normalise(probe)[0] for probe, _ in SCRIPTS.values())
         return [search_task(c, 0, self.limit, role="node") for c in sorted(chars)]
 
