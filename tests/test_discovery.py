@@ -86,6 +86,11 @@ def test_deferred_tiers_speculative_exact_unpredicted_then_overflowing_exact() -
     late = search_task("the", 10, 10, role="exact", again=True)
     page = search_task("a", 10, 10)
     assert late.priority < again.priority < exact.priority < spec.priority < 0 < page.priority
+    # within the tier: deepest first, then the parents interleaved (every parent's "a" child
+    # before any parent's "b" child)
+    tier = [search_task(q, 0, 10, role="spec", again=True).priority for q in ("tha", "cla", "thb")]
+    shallower = search_task("za", 0, 10, role="spec", again=True).priority
+    assert tier[0] == tier[1] > tier[2] > shallower
 
 
 def test_an_exact_run_waits_until_last_when_it_would_overflow() -> None:

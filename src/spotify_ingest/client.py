@@ -57,7 +57,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, TypeVar
@@ -94,6 +94,7 @@ from .models import (
     SimplifiedPlaylist,
     SimplifiedTrack,
 )
+from .transport import AiohttpTransport
 
 __all__ = [
     "MAX_RATE_LIMIT_REPLAYS",
@@ -279,72 +280,6 @@ class _Truncated(Exception):
     """A 2xx body that ended early: treated like a transport failure (retried)."""
 
 
-class _ShardedPoolTransport(httpx.AsyncBaseTransport):
-    """Several small httpcore connection pools instead of one big one.
-
-    httpcore's pool re-examines every connection for every queued request on each state change
-    (``_assign_requests_to_connections``: each idle check polls the socket), so its CPU cost per
-    request grows with the number of concurrent requests: at 16 in flight it roughly doubled the
-    client's CPU per request in ``bench/client_overhead.py``. Here each request goes to the shard
-    with the fewest requests in flight; each shard holds at most ``per_shard`` connections, so
-    every pool stays small. TLS verification is httpx's default (on, with ``SSL_CERT_FILE`` /
-    ``SSL_CERT_DIR`` honoured) in every shard, from one context built once and shared.
-    """
-
-    def __init__(self, max_connections: int, *, per_shard: int = 4) -> None:
-        n_shards = max(1, -(-max_connections // per_shard))
-        limits = httpx.Limits(
-            max_connections=per_shard, max_keepalive_connections=per_shard, keepalive_expiry=30.0
-        )
-        # One TLS context for every shard: building one loads the CA bundle (~45 ms of CPU).
-        tls = httpx.create_ssl_context()
-        self._shards = [
-            httpx.AsyncHTTPTransport(verify=tls, limits=limits, http1=True, http2=False)
-            for _ in range(n_shards)
-        ]
-        self._in_flight = [0] * n_shards  # requests per shard whose body is not closed yet
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        in_flight = self._in_flight
-        shard = in_flight.index(min(in_flight))
-        in_flight[shard] += 1
-        try:
-            response = await self._shards[shard].handle_async_request(request)
-        except BaseException:
-            in_flight[shard] -= 1
-            raise
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_CountedStream(response.stream, in_flight, shard),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
-
-
-class _CountedStream(httpx.AsyncByteStream):
-    """A response body that gives its shard's in-flight slot back when closed."""
-
-    def __init__(self, stream: Any, in_flight: list[int], shard: int) -> None:
-        self._stream = stream
-        self._in_flight = in_flight
-        self._shard = shard
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._in_flight[self._shard] -= 1
-            await self._stream.aclose()
-
-
 class _BarePause:
     """The bare client's stand-in for a rate controller: no pacing, but never a burst into a 429.
 
@@ -479,7 +414,7 @@ class SpotifyClient:
         self._budget = retry_budget or RetryBudget()
         if transport is None and not _proxies_from_environment():
             # (with HTTP(S)_PROXY set, httpx's own transport applies the proxies)
-            transport = _ShardedPoolTransport(max_connections)
+            transport = AiohttpTransport(max_connections)
         self._http = httpx.AsyncClient(
             transport=transport,
             limits=httpx.Limits(

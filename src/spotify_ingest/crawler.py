@@ -360,10 +360,13 @@ class Crawler:
                 self.store.fail(task, f"{type(exc).__name__}: {exc}")
                 self._tasks_failed += 1
                 return
-            self.store.release([task], attempted=not token_trouble)
-            self._in_flight.pop(task.id, None)
+            # The task stays leased and in flight while this worker backs off: no other worker
+            # takes it at once (which would burn its attempts in a second), and the crawl
+            # cannot end as "done" with it pending (it did, now and then, before).
             backoff = self.controller.window / 2 * 2 ** min(task.attempts - 1, 4)
             await asyncio.sleep(min(backoff, MAX_BACKOFF_SECONDS))
+            self.store.release([task], attempted=not token_trouble)
+            self._in_flight.pop(task.id, None)
             return
         if self._tasks_done % ALPHABET_EVERY == 0:  # survives a SIGKILL with the task's commit
             outcome.meta = {**outcome.meta, "alphabet": runner.search.alphabet.to_json()}

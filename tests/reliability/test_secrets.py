@@ -26,6 +26,7 @@ from spotify_ingest.config import ClientSettings, Credentials
 from spotify_ingest.errors import UsageError
 from spotify_ingest.sim.app import SimConfig, TokenStore
 from spotify_ingest.sim.server import SimServer
+from spotify_ingest.transport import AiohttpTransport
 
 from .harness import (
     CLI,
@@ -161,12 +162,13 @@ def _ssl_contexts(client: SpotifyClient) -> list[ssl.SSLContext]:
     transports: list[Any] = [http._transport, *http._mounts.values()]
     contexts = []
     for transport in transports:
-        shards = getattr(transport, "_shards", None) or [transport]
-        for shard in shards:
-            pool = getattr(shard, "_pool", None)
-            context = getattr(pool, "_ssl_context", None)
-            if context is not None:
-                contexts.append(context)
+        if isinstance(transport, AiohttpTransport):  # the default: one context, every connection
+            contexts.append(transport._tls)
+            continue
+        pool = getattr(transport, "_pool", None)  # httpx's own (with a proxy)
+        context = getattr(pool, "_ssl_context", None)
+        if context is not None:
+            contexts.append(context)
     return contexts
 
 

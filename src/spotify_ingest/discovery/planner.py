@@ -184,7 +184,7 @@ class Planner:
 
         return max(candidates, key=score)  # max() keeps the first of equal scores
 
-    def next_task(self, in_flight: Collection[Task] = ()) -> Task | None:
+    def next_task(self, in_flight: Collection[Task] = (), *, _tries: int = 3) -> Task | None:
         """The next task to run, or None: nothing is pending, or the next one is deferred behind
         a task of ``in_flight`` (the caller then waits for a task to finish and asks again)."""
         kind = self.choose()
@@ -203,9 +203,10 @@ class Planner:
             if len(claimed) < self.claim_batch:
                 self._pending[kind] = 0
             if not claimed:
-                if any(self._available(k) for k in self.kinds):
-                    return self.next_task(in_flight)
-                return None
+                # The counts were stale (tasks handed back since, or claimed by another worker):
+                # count again before saying nothing is pending.
+                self._stale = True
+                return self.next_task(in_flight, _tries=_tries - 1) if _tries > 0 else None
         head = band(buffer[0].priority)
         if head < 0 and any(t.kind == kind and band(t.priority) > head for t in in_flight):
             return None

@@ -242,6 +242,12 @@ def search_task(
         priority += DEFERRED_TIERS[role + "2" if again else role]
     if again:
         params["again"] = True  # another task key than the first deferral's
+    if again and role == "spec":
+        # Interleave the parents: the first candidate of every parent, then the second ... so
+        # that a parent completed by one of its children skips the rest instead of having them
+        # all in flight at once (children of one parent are spawned together).
+        rank = LATIN_ALPHABET.find(query[-1])
+        priority -= (rank if rank >= 0 else len(LATIN_ALPHABET)) / 100.0
     return TaskSpec("search", params, priority)
 
 
