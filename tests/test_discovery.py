@@ -136,3 +136,18 @@ def test_counts_under_a_prefix_stay_exact_as_artists_arrive() -> None:
         assert known.fresh([("s2", True), ("zz", False)]) == ({"zz"}, set())
     finally:
         known.close()
+
+
+def test_held_ids_are_answered_from_memory_and_sqlite_alike() -> None:
+    known = _known("Anna Bell")  # id0, full
+    try:
+        known.add([("s1", "Bob", False)])
+        assert known.holds("s1") and known.holds("id0") and not known.holds("nobody")
+        known._recent.clear()  # the cache is only a shortcut: SQLite answers the same
+        assert not known.holds("s1")
+        assert known.fresh([("s1", True), ("id0", True), ("new", False)]) == ({"new"}, {"s1"})
+        assert known.holds("s1")  # looked up, so cached again
+        known.add([("s1", "Bob", True)])
+        assert known.fresh([("s1", True)]) == (set(), set())
+    finally:
+        known.close()

@@ -368,6 +368,12 @@ class Crawler:
             self.store.release([task], attempted=not token_trouble)
             self._in_flight.pop(task.id, None)
             return
+        # A simplified artist we hold already can change nothing (the store keeps the fullest
+        # form): most of a search page's album and track artists. Dropping them here saves the
+        # store's look-ups of them.
+        outcome.artists = [
+            a for a in outcome.artists if isinstance(a, Artist) or not self.known.holds(a.id)
+        ]
         if self._tasks_done % ALPHABET_EVERY == 0:  # survives a SIGKILL with the task's commit
             outcome.meta = {**outcome.meta, "alphabet": runner.search.alphabet.to_json()}
         try:

@@ -14,7 +14,8 @@ scan of the words under it; from then on the prefix is *tracked*: its two counts
 and every artist added afterwards bumps the tracked prefixes of its name words (an artist with
 two words under one prefix counts once). The planner asks for the same prefixes again and again
 (every page of a node checks its node), so a count costs a dictionary look-up, not a scan of up
-to a thousand rows per page. Only the prefixes of search nodes are ever tracked.
+to a thousand rows per page. Only the prefixes of search nodes are ever tracked. Whether an id is
+held, and in full, is answered from a bounded cache of recently seen ids before SQLite.
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ from pathlib import Path
 
 from ..text import name_words
 
-__all__ = ["KnownNames"]
+__all__ = ["RECENT_IDS_MAX", "KnownNames"]
+
+# Ids held whose detail is cached in memory: a page's albums and tracks carry mostly artists seen
+# moments ago, so most "is it new?" questions are answered without SQLite (~100 bytes an id).
+RECENT_IDS_MAX = 200_000
 
 
 class KnownNames:
@@ -47,6 +52,7 @@ class KnownNames:
             """
         )
         self._tracked: dict[str, list[int]] = {}  # prefix -> [held, full], kept up to date
+        self._recent: dict[str, int] = {}  # id -> full, for ids held and seen lately (bounded)
 
     def close(self) -> None:
         self._db.close()
@@ -86,6 +92,8 @@ class KnownNames:
             ((w, i) for i, name, d_held, _ in changes if d_held for w in name_words(name)),
         )
         db.execute("COMMIT")
+        for artist_id, _, d_held, d_full in changes:
+            self._remember(artist_id, int(d_held == 0 or d_full))
         tracked = self._tracked
         if tracked:
             for _, name, d_held, d_full in changes:
@@ -101,14 +109,34 @@ class KnownNames:
         } & tracked.keys()
 
     def _held(self, ids: list[str]) -> dict[str, int]:
+        """``{id: full}`` of the ids held: from the recent-ids cache, the rest from SQLite."""
+        cache = self._recent
         held: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        misses = []
+        for artist_id in ids:
+            full = cache.get(artist_id)
+            if full is None:
+                misses.append(artist_id)
+            else:
+                held[artist_id] = full
+        for start in range(0, len(misses), 500):
+            chunk = misses[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            held.update(
-                self._db.execute(f"SELECT id, full FROM artist WHERE id IN ({marks})", chunk)
-            )
+            rows = self._db.execute(f"SELECT id, full FROM artist WHERE id IN ({marks})", chunk)
+            for artist_id, full in rows:
+                held[artist_id] = full
+                self._remember(artist_id, full)
         return held
+
+    def _remember(self, artist_id: str, full: int) -> None:
+        if len(self._recent) >= RECENT_IDS_MAX:
+            self._recent.clear()  # forgetting costs a look-up in SQLite, nothing else
+        self._recent[artist_id] = full
+
+    def holds(self, artist_id: str) -> bool:
+        """True if ``artist_id`` is held and was seen recently (a cheap, partial test: False only
+        means "not in the recent-ids cache")."""
+        return artist_id in self._recent
 
     def fresh(self, artists: Iterable[tuple[str, bool]]) -> tuple[set[str], set[str]]:
         """Of ``(id, full)`` pairs: the ids never seen, and the ids seen simplified now full."""

@@ -1,0 +1,114 @@
+"""How many search requests a name-prefix crawl needs at the least, from the catalog itself.
+
+Search matches a query as a prefix of *any* word of a name, so an artist with two words is listed
+under two prefixes, and a query shows at most ``1000 + limit`` results. This script builds the
+simulator's catalog (no server, no crawl), takes the tree the crawler's query tree converges to
+(split a prefix while more than the reach match it; the unsplit ones are the *leaves*), and counts:
+
+* listings: (artist, distinct name word) pairs, the artists of every word taken once;
+* leaf pages: ``sum(ceil(total / limit))`` over the leaves, the pages of paging every leaf in full,
+  which is what a crawl pays unless a leaf can be skipped;
+* skippable leaves: leaves all of whose artists have another word outside the leaf (only those
+  can be skipped at no request once the rest of the crawl has brought their artists);
+* tree nodes: the first pages of split nodes (each also brings results, but they repeat);
+
+and prints the floor these give, ``leaf pages - skippable leaf pages + split nodes``, in requests
+per artist, beside the ``1 / limit`` that assumes every artist is listed once. The tree here knows
+every word in advance (no child that matches nothing, no exact run), so a real crawl can only
+spend more.
+
+    .venv/bin/python bench/search_floor.py --artists 100000 --limit 10
+    .venv/bin/python bench/search_floor.py --artists 100000 --limit 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import sys
+from collections import Counter, defaultdict
+
+from spotify_ingest.discovery.search import LATIN_ALPHABET
+from spotify_ingest.sim.catalog import Catalog
+from spotify_ingest.text import name_words
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--artists", type=int, default=100_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=10, help="results per search call")
+    ap.add_argument("--max-offset", type=int, default=1000)
+    args = ap.parse_args(argv)
+    reach = args.max_offset + args.limit
+
+    catalog = Catalog(args.artists, args.seed)
+    words = [name_words(catalog.artist_name(i)) for i in range(catalog.n_artists)]
+    n = len(words)
+    postings: dict[str, list[int]] = defaultdict(list)
+    for i, ws in enumerate(words):
+        for w in ws:
+            postings[w].append(i)
+    vocab = sorted(postings)
+
+    def matches(prefix: str) -> set[int]:
+        lo = bisect.bisect_left(vocab, prefix)
+        hi = bisect.bisect_left(vocab, prefix + "\U0010ffff")
+        out: set[int] = set()
+        for w in vocab[lo:hi]:
+            out.update(postings[w])
+        return out
+
+    def children(prefix: str) -> set[str]:
+        lo = bisect.bisect_left(vocab, prefix)
+        hi = bisect.bisect_left(vocab, prefix + "\U0010ffff")
+        return {w[len(prefix)] for w in vocab[lo:hi] if len(w) > len(prefix)}
+
+    leaves: list[tuple[str, int, bool]] = []  # prefix, total, skippable
+    splits = 0
+    exact_pages = 0
+    stack = sorted({w[0] for w in vocab})
+    while stack:
+        prefix = stack.pop()
+        found = matches(prefix)
+        if len(found) <= reach:
+            others = all(any(not w.startswith(prefix) for w in words[i]) for i in found)
+            leaves.append((prefix, len(found), others))
+            continue
+        splits += 1
+        exact = len(postings.get(prefix, ()))
+        if exact and not all(len(words[i]) > 1 for i in postings[prefix]):
+            exact_pages += min(exact, reach) // args.limit  # the run a split node's own word needs
+        stack.extend(prefix + c for c in sorted(children(prefix)))
+
+    listings = sum(len(ws) for ws in words)
+    leaf_pages = sum(math.ceil(t / args.limit) for _, t, _ in leaves)
+    skippable = [(p, t) for p, t, ok in leaves if ok]
+    skip_pages = sum(math.ceil(t / args.limit) for _, t in skippable)
+    floor = leaf_pages - skip_pages + splits
+    result = {
+        "artists": n,
+        "limit": args.limit,
+        "words_per_name": round(listings / n, 3),
+        "one_word_names": round(sum(1 for ws in words if len(ws) == 1) / n, 3),
+        "names_by_word_count": dict(sorted(Counter(len(ws) for ws in words).items())),
+        "listings_per_artist": round(listings / n, 3),
+        "leaves": len(leaves),
+        "leaf_pages": leaf_pages,
+        "skippable_leaves": len(skippable),
+        "skippable_leaf_pages": skip_pages,
+        "split_nodes": splits,
+        "exact_run_pages_of_one_word_artists": exact_pages,
+        "floor_requests": floor,
+        "floor_requests_per_artist": round(floor / n, 4),
+        "naive_floor_per_artist": round(1 / args.limit, 4),
+        "latin_alphabet": len(LATIN_ALPHABET),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
