@@ -7,6 +7,13 @@ client's models.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 from spotify_ingest.discovery.known import KnownNames
 from spotify_ingest.discovery.search import Alphabet, SearchPlan, search_task
 from spotify_ingest.models import SearchResult
@@ -151,3 +158,22 @@ def test_held_ids_are_answered_from_memory_and_sqlite_alike() -> None:
         assert known.fresh([("s1", True)]) == (set(), set())
     finally:
         known.close()
+
+
+def test_scratch_folders_of_dead_crawls_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    root = Path(tempfile.gettempdir())
+    dead = root / f"spotify-ingest-known-{gone.stdout.strip()}-test"
+    alive = root / f"spotify-ingest-known-{os.getppid()}-test"  # our parent: alive
+    for folder in (dead, alive):
+        folder.mkdir(exist_ok=True)
+        (folder / "known.db").write_bytes(b"x")
+    try:
+        known = KnownNames()
+        known.close()
+        assert not dead.exists()
+        assert alive.exists()
+    finally:
+        shutil.rmtree(dead, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)

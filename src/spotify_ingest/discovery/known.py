@@ -7,19 +7,22 @@ them at no request. This matters because an artist with several name words is li
 of them ("Anna Bell" under ``a`` and ``b``), and a crawl that pages every node sees the average
 artist about 1.5 times.
 
-The index is a scratch SQLite file (not the crawl database: it is derived data, rebuilt from the
-store's artists at start), holding ``(word, artist)`` pairs and whether each artist is known in
-full, so a catalog of millions costs disk, not memory. The first count of a prefix is a range
-scan of the words under it; from then on the prefix is *tracked*: its two counts live in memory
-and every artist added afterwards bumps the tracked prefixes of its name words (an artist with
-two words under one prefix counts once). The planner asks for the same prefixes again and again
-(every page of a node checks its node), so a count costs a dictionary look-up, not a scan of up
-to a thousand rows per page. Only the prefixes of search nodes are ever tracked. Whether an id is
-held, and in full, is answered from a bounded cache of recently seen ids before SQLite.
+The index is a scratch SQLite file in a temporary folder named after the process (not the crawl
+database: it is derived data, rebuilt from the store's artists at start; the folders of crawls
+that were killed are deleted by the next one), holding ``(word, artist)`` pairs and whether each
+artist is known in full, so a catalog of millions costs disk, not memory. The first count of a
+prefix is a range scan of the words under it; from then on the prefix is *tracked*: its two
+counts live in memory and every artist added afterwards bumps the tracked prefixes of its name
+words (an artist with two words under one prefix counts once). The planner asks for the same
+prefixes again and again (every page of a node checks its node), so a count costs a dictionary
+look-up, not a scan of up to a thousand rows per page. Only the prefixes of search nodes are
+ever tracked. Whether an id is held, and in full, is answered from a bounded cache of recently
+seen ids before SQLite.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
@@ -35,11 +38,31 @@ __all__ = ["RECENT_IDS_MAX", "KnownNames"]
 RECENT_IDS_MAX = 200_000
 
 
+_DIR_PREFIX = "spotify-ingest-known-"
+
+
+def _remove_orphans() -> None:
+    """Delete the scratch folders of crawls that died without closing theirs (SIGKILL, power
+    loss): a folder is named after its process id, and one whose process is gone is garbage."""
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(_DIR_PREFIX + "*-*"):
+        pid_text = folder.name[len(_DIR_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue  # alive (another user's), or not a process id at all
+
+
 class KnownNames:
     """Artists we hold, indexed by their name words."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="spotify-ingest-known-")
+        _remove_orphans()
+        self._dir = tempfile.mkdtemp(prefix=f"{_DIR_PREFIX}{os.getpid()}-")
         self._db = sqlite3.connect(Path(self._dir) / "known.db", isolation_level=None)
         self._db.executescript(
             """
