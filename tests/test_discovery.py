@@ -177,3 +177,14 @@ def test_scratch_folders_of_dead_crawls_are_removed_and_live_ones_kept(tmp_path:
     finally:
         shutil.rmtree(dead, ignore_errors=True)
         shutil.rmtree(alive, ignore_errors=True)
+
+
+def test_children_after_a_small_script_are_its_whole_alphabet_not_only_pairs_seen() -> None:
+    alphabet = Alphabet()
+    alphabet.learn(["Мария"])  # seen: р after а
+    likely, rest = alphabet.children("ма")
+    assert likely == ["р"]
+    assert "к" in rest and "р" not in rest and len(likely) + len(rest) == 31
+    _, hangul_rest = alphabet.children("\u1100")  # after a lead consonant: the vowels
+    assert "\u1161" in hangul_rest
+    assert alphabet.children("王") == ([], [])  # CJK: only what was seen

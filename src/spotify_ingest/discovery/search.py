@@ -37,9 +37,11 @@ Completeness: every artist has a name word; the word's first character is a root
 tree along that word reaches either a paged node (the artist is on one of its pages) or the word
 itself as a split node (the artist is in its exact run). Identical names shared by more than the
 reach would need ``genre:``/``year:`` filters; the planner logs such nodes (status
-``overflow``) rather than pretend. One gap remains outside Latin script: the children of a node
-whose last character is not Latin are the characters seen to follow it anywhere *when the node
-split*, so a pair of characters first seen later is not tried below that node.
+``overflow``) rather than pretend. After a letter of a script with a small alphabet (Cyrillic,
+Greek, Arabic, Hebrew, Hangul jamo, kana, Devanagari, Thai) every letter of that script is a
+candidate, as a-z0-9 are after a Latin one. One gap remains, in CJK: the children of a node whose
+last character is an ideograph are the characters seen to follow it *when the node split*, so a
+pair first seen later is not tried below that node.
 
 A name word is ``casefold`` + NFKD with combining marks removed, split on anything that is not a
 letter or digit; a run of CJK ideographs or kana counts as one word.
@@ -47,6 +49,7 @@ letter or digit; a run of CJK ideographs or kana counts as one word.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import string
 import unicodedata
@@ -66,6 +69,7 @@ __all__ = [
     "SearchPlan",
     "name_words",
     "normalise",
+    "script_followers",
     "script_of",
 ]
 
@@ -124,6 +128,25 @@ def script_roots(script: str) -> list[str]:
     return list(
         dict.fromkeys(w[0] for w in (normalise(c) for c in letters) if w and w[0].isalnum())
     )
+
+
+# Letters that continue a word but never start one (Hangul vowels and final consonants once
+# syllables decompose into jamo; the kana length mark).
+_CONTINUATIONS = {
+    "HANGUL": _span(0x1161, 0x1175) + _span(0x11A8, 0x11C2),
+    "HIRAGANA": "\u30fc",
+    "KATAKANA": "\u30fc",
+}
+
+
+@functools.lru_cache(maxsize=32)
+def script_followers(script: str) -> frozenset[str]:
+    """The normalised letters that may follow a letter of ``script`` inside a word: its whole
+    (small) alphabet. Empty for CJK, whose ideographs are too many to try as children."""
+    if script not in SCRIPTS or script == "CJK":
+        return frozenset()
+    letters = SCRIPTS[script][1] + _CONTINUATIONS.get(script, "")
+    return frozenset(ch for c in letters for ch in normalise(c) if ch.isalnum())
 
 
 _SEEN_WORDS_MAX = 200_000
@@ -190,13 +213,17 @@ class Alphabet:
     def children(self, prefix: str) -> tuple[list[str], list[str]]:
         """The characters that may follow ``prefix``: (seen after its last one, the rest).
 
-        After a Latin letter or digit "the rest" is the remainder of :data:`LATIN_ALPHABET`; in
-        other scripts only characters seen to follow are tried.
+        After a Latin letter or digit "the rest" is the remainder of :data:`LATIN_ALPHABET`;
+        after a letter of another script with a small alphabet, the rest of that alphabet
+        (:func:`script_followers`); after a CJK ideograph, only the characters seen to follow.
         """
         last = prefix[-1]
         seen = self.follow.get(last, set())
         likely = sorted(seen)
-        rest = sorted(set(LATIN_ALPHABET) - seen) if _is_latin(last) else []
+        if _is_latin(last):
+            rest = sorted(set(LATIN_ALPHABET) - seen)
+        else:
+            rest = sorted(script_followers(script_of(last)) - seen)
         return likely, rest
 
     def to_json(self) -> dict[str, object]:
