@@ -39,9 +39,10 @@ itself as a split node (the artist is in its exact run). Identical names shared 
 reach would need ``genre:``/``year:`` filters; the planner logs such nodes (status
 ``overflow``) rather than pretend. After a letter of a script with a small alphabet (Cyrillic,
 Greek, Arabic, Hebrew, Hangul jamo, kana, Devanagari, Thai) every letter of that script is a
-candidate, as a-z0-9 are after a Latin one. One gap remains, in CJK: the children of a node whose
-last character is an ideograph are the characters seen to follow it *when the node split*, so a
-pair first seen later is not tried below that node.
+candidate, as a-z0-9 are after a Latin one. One gap is known, in CJK: the children of a node
+whose last character is an ideograph are the characters seen to follow it *when the node split*,
+so a pair first seen later is not tried below that node (a 1M-artist crawl misses 0.011 % of the
+catalog, BENCHMARKS.md).
 
 A name word is ``casefold`` + NFKD with combining marks removed, split on anything that is not a
 letter or digit; a run of CJK ideographs or kana counts as one word.
