@@ -52,6 +52,9 @@ def test_next_chars_are_the_characters_that_continue_a_prefix_in_held_words() ->
         assert known.next_chars("c") == {"a", "r"}
         assert known.next_chars("amaro") == set()
         assert known.next_chars("z") == set()
+        for prefix in ("ma", "m", "c", "z"):  # one seek per child agrees with the whole scan
+            for char in "abcdefghijklmnopqrstuvwxyz":
+                assert known.has_prefix(prefix + char) == (char in known.next_chars(prefix))
     finally:
         known.close()
 

@@ -14,10 +14,11 @@ What it keeps from httpx's transport, so the client cannot tell the difference:
 * the raw body (aiohttp does not decompress): httpx decodes it by ``Content-Encoding`` and counts
   ``num_bytes_downloaded`` as it reads, which is what the client's truncation check compares with
   ``Content-Length``;
-* httpx's exception classes: a timeout is ``httpx.ConnectTimeout`` / ``ReadTimeout`` /
-  ``PoolTimeout``, a refused or failed connection ``httpx.ConnectError``, a connection that
-  closed or broke mid-response ``httpx.RemoteProtocolError`` / ``ReadError``, anything else
-  aiohttp raises ``httpx.TransportError``;
+* httpx's exception classes: a timeout is ``httpx.ConnectTimeout`` (a wait for a pooled
+  connection included: aiohttp does not tell the two apart) or ``ReadTimeout``, a refused or
+  failed connection ``httpx.ConnectError``, a connection that closed or broke mid-response
+  ``httpx.RemoteProtocolError`` / ``ReadError``, anything else aiohttp raises
+  ``httpx.TransportError``;
 * TLS verification on, with httpx's default trust store (certifi, or ``SSL_CERT_FILE`` /
   ``SSL_CERT_DIR``);
 * one attempt per request: aiohttp's own silent resend on a broken keep-alive connection is
@@ -103,9 +104,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadTimeout(_describe(exc), request=request) from exc
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(_describe(exc), request=request) from exc
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            raise httpx.RemoteProtocolError(_describe(exc), request=request) from exc
-        except aiohttp.ClientResponseError as exc:  # a malformed status line or headers
+        except (
+            aiohttp.ServerDisconnectedError,  # closed before or while answering
+            aiohttp.ClientPayloadError,  # the body ended early
+            aiohttp.ClientResponseError,  # a malformed status line or headers
+        ) as exc:
             raise httpx.RemoteProtocolError(_describe(exc), request=request) from exc
         except aiohttp.ClientOSError as exc:
             raise httpx.ReadError(_describe(exc), request=request) from exc

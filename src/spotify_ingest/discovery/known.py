@@ -103,20 +103,22 @@ class KnownNames:
                 changes.append((artist_id, name, 0, 1))
         if not changes:
             return
+        # full afterwards: a new artist if it came full, an upgraded one always
+        full_now = [(i, int(d_held == 0 or d_full)) for i, _, d_held, d_full in changes]
         db = self._db
         db.execute("BEGIN")
         db.executemany(
             "INSERT INTO artist (id, full) VALUES (?, ?) "
             "ON CONFLICT (id) DO UPDATE SET full = MAX(full, excluded.full)",
-            ((i, int(d_held == 0 or d_full)) for i, _, d_held, d_full in changes),
+            full_now,
         )
         db.executemany(
             "INSERT OR IGNORE INTO word (word, id) VALUES (?, ?)",
             ((w, i) for i, name, d_held, _ in changes if d_held for w in name_words(name)),
         )
         db.execute("COMMIT")
-        for artist_id, _, d_held, d_full in changes:
-            self._remember(artist_id, int(d_held == 0 or d_full))
+        for artist_id, full_after in full_now:
+            self._remember(artist_id, full_after)
         tracked = self._tracked
         if tracked:
             for _, name, d_held, d_full in changes:
@@ -186,6 +188,14 @@ class KnownNames:
             if ord(char) >= 0x10FFFF:
                 return found
             start = prefix + chr(ord(char) + 1)
+
+    def has_prefix(self, prefix: str) -> bool:
+        """A held name word starts with ``prefix`` (one index seek)."""
+        row = self._db.execute(
+            "SELECT 1 FROM word WHERE word >= ? AND word < ? LIMIT 1",
+            (prefix, prefix + "\U0010ffff"),
+        ).fetchone()
+        return row is not None
 
     def with_word(self, word: str) -> int:
         """Artists held with ``word`` as a whole name word."""

@@ -333,7 +333,7 @@ class SearchPlan:
         if again or self.known is None:
             return None
         if role == "spec" and len(query) >= 2:
-            if query[-1] in self.known.next_chars(query[:-1]):
+            if self.known.has_prefix(query):  # a held word continues the parent with this child
                 return None
             return search_task(query, 0, self.limit, role="spec", again=True)
         if role == "exact" and offset == self.limit:

@@ -146,22 +146,15 @@ class TaskRunner:
         artists: list[Artist | SimplifiedArtist] = []
         spawn: list[TaskSpec] = []
         if kind == "search":
-            limit = int(p["limit"])
+            limit, offset = int(p["limit"]), int(p["offset"])
             query, role = str(p["q"]), str(p["role"])
-            if self.known is not None and self.search.skippable(
-                query, int(p["offset"]), role, self.known
-            ):
+            if self.known is not None and self.search.skippable(query, offset, role, self.known):
                 return TaskOutcome(requests=0)
-            offset = int(p["offset"])
             later = self.search.defer_again(query, offset, role, bool(p.get("again", False)))
             if later is not None:
                 return TaskOutcome(requests=0, spawn=[later])
-            result = await self.client.search(
-                str(p["q"]), types=SEARCH_TYPES, limit=limit, offset=int(p["offset"])
-            )
-            outcome, _roots = self.search.outcome(
-                str(p["q"]), int(p["offset"]), str(p["role"]), result
-            )
+            result = await self.client.search(query, types=SEARCH_TYPES, limit=limit, offset=offset)
+            outcome, _roots = self.search.outcome(query, offset, role, result)
             outcome.spawn = [*outcome.spawn, *self._follow_artists(outcome.artists)]
             return outcome
         if kind == "artist_albums":
