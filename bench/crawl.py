@@ -90,6 +90,7 @@ async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **k
 def run_one(
     *, artists: int, profile: str, limit: int, window: float, strategy: str, seed: int,
     max_requests: int | None, duration: float | None, concurrency: int = 16,
+    keep_db: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     sim_args = [
         "--artists", str(artists), "--seed", str(seed), "--profile", profile,
@@ -118,6 +119,10 @@ def run_one(
         con = sqlite3.connect(db)
         rows = con.execute("SELECT id, detail FROM artists").fetchall()
         con.close()
+        if keep_db is not None:  # the crawl's database and the ids it missed, to look at later
+            db.replace(keep_db)
+            missed = catalog - {r[0] for r in rows}
+            keep_db.with_suffix(".missed").write_text("".join(i + "\n" for i in sorted(missed)))
     found = {r[0] for r in rows}
     full = {r[0] for r in rows if r[1] == 1}
     accepted = int(truth["accepted"])
@@ -161,12 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--json", type=Path, help="append results as JSON lines here")
+    ap.add_argument(
+        "--keep-db",
+        type=Path,
+        help="keep the (last strategy's) crawl database here, and the ids it missed beside it",
+    )
     args = ap.parse_args(argv)
     for strategy in args.strategies:
         result = run_one(
             artists=args.artists, profile=args.profile, limit=args.limit, window=args.window,
             strategy=strategy, seed=args.seed, max_requests=args.max_requests,
-            duration=args.duration, concurrency=args.concurrency,
+            duration=args.duration, concurrency=args.concurrency, keep_db=args.keep_db,
         )  # fmt: skip
         print(json.dumps(result), flush=True)
         if args.json:

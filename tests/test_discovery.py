@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import msgspec
+
 from spotify_ingest.discovery.known import KnownNames
 from spotify_ingest.discovery.search import Alphabet, SearchPlan, search_task
 from spotify_ingest.models import SearchResult
@@ -41,7 +43,7 @@ def _page(query: str, names: list[str], total: int) -> SearchResult:
     ]
     page = {"href": "h", "items": items, "limit": 10, "next": None, "offset": 0}
     page |= {"previous": None, "total": total}
-    return SearchResult.model_validate({"artists": page})
+    return msgspec.convert({"artists": page}, SearchResult)
 
 
 def test_next_chars_are_the_characters_that_continue_a_prefix_in_held_words() -> None:

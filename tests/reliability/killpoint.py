@@ -10,8 +10,9 @@ does, after arming at most one of:
   arrived (the server counted and answered the request; the crawler has not parsed or stored it).
 
 Nothing of spotify-ingest is replaced: ``sqlite3.connect`` gets a trace callback and
-``httpx.AsyncClient.send`` a counter around the real call. SIGKILL cannot be caught, so what the
-next run finds is what a power cut or the OOM killer would leave at that moment.
+``httpx.Response.aread`` (a response's body read in full) a counter around the real call. SIGKILL
+cannot be caught, so what the next run finds is what a power cut or the OOM killer would leave at
+that moment.
 """
 
 from __future__ import annotations
@@ -49,19 +50,19 @@ def _arm_commit(n: int) -> None:
 def _arm_response(n: int) -> None:
     import httpx
 
-    real_send = httpx.AsyncClient.send
+    real_aread = httpx.Response.aread
     seen = 0
 
-    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> Any:
+    async def aread(self: httpx.Response) -> bytes:
         nonlocal seen
-        response = await real_send(self, request, **kwargs)
-        if "/v1/" in request.url.path:
+        body = await real_aread(self)
+        if "/v1/" in self.request.url.path:
             seen += 1
             if seen == n:
                 _die()
-        return response
+        return body
 
-    httpx.AsyncClient.send = send  # type: ignore[method-assign]
+    httpx.Response.aread = aread  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pydantic
+import msgspec
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -416,8 +416,8 @@ def _artists_of(result: Any) -> list[Artist | SimplifiedArtist]:
         elif isinstance(value, list | tuple):
             for item in value:
                 walk(item)
-        elif isinstance(value, pydantic.BaseModel):
-            for name in type(value).model_fields:
+        elif isinstance(value, msgspec.Struct):
+            for name in value.__struct_fields__:
                 walk(getattr(value, name))
 
     walk(result)

@@ -174,8 +174,10 @@ class Alphabet:
     first: set[str] = field(default_factory=lambda: set(BASE_ALPHABET))
     follow: dict[str, set[str]] = field(default_factory=dict)
     scripts: set[str] = field(default_factory=set)  # scripts opened (all their roots queued)
-    # Words already learned from (bounded; forgetting one only costs learning it again).
+    # Words and whole names already learned from (bounded; forgetting one only costs learning it
+    # again): most names on a page (album and track artists above all) came on earlier pages.
     _seen_words: set[str] = field(default_factory=set, repr=False)
+    _seen_names: set[str] = field(default_factory=set, repr=False)
 
     def _add_root(self, char: str, new: set[str]) -> None:
         if char not in self.first:
@@ -195,7 +197,13 @@ class Alphabet:
         """Record the characters of ``names``; returns root characters never queued before."""
         new: set[str] = set()
         seen = self._seen_words
+        seen_names = self._seen_names
         for name in names:
+            if name in seen_names:
+                continue
+            if len(seen_names) >= _SEEN_WORDS_MAX:
+                seen_names.clear()
+            seen_names.add(name)
             for word in name_words(name):
                 if word in seen:
                     continue

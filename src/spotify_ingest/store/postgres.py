@@ -98,7 +98,7 @@ _ARTIST_COLUMNS = (
     "id", "name", "detail", "genres", "popularity", "followers", "images", "uri",
     "external_url", "found_by", "first_seen", "updated_at",
 )  # fmt: skip
-_IMAGE_KEYS = tuple(Image.model_fields)  # url, height, width: the order SQLite's rows keep
+_IMAGE_KEYS = Image.__struct_fields__  # url, height, width: the order SQLite's rows keep
 
 # complete() is ONE statement: run in autocommit mode it is one transaction, in one round trip.
 # Its inputs arrive as JSON documents (one per table), unpacked by json_to_recordset; a big batch
@@ -764,7 +764,7 @@ def _artists_json(artists: Iterable[Artist | SimplifiedArtist]) -> str:
             row["detail"] = int(Detail.FULL)
             row["genres"] = a.genres
             row["popularity"] = a.popularity
-            row["followers"] = a.followers
+            row["followers"] = a.follower_count
             if a.images is not None:
                 row["images"] = [
                     {"url": img.url, "height": img.height, "width": img.width} for img in a.images

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..errors import SchemaTooNewError, StoreError, UsageError
 from ..models import Artist, SimplifiedArtist
 from .base import (
@@ -63,16 +65,17 @@ _ARTIST_COLUMNS = (
 )  # fmt: skip
 
 
+_to_json = msgspec.json.Encoder().encode  # compact UTF-8 JSON: '[{"url":"...","height":640,...}]'
+
+
 def _artist_row(artist: Artist | SimplifiedArtist, found_by: str, now: float) -> tuple[Any, ...]:
     url = (artist.external_urls or {}).get("spotify")
     if isinstance(artist, Artist):
-        images = None
-        if artist.images is not None:
-            images = json.dumps([img.model_dump() for img in artist.images], ensure_ascii=False)
-        genres = None if artist.genres is None else json.dumps(artist.genres, ensure_ascii=False)
+        images = None if artist.images is None else _to_json(artist.images).decode()
+        genres = None if artist.genres is None else _to_json(artist.genres).decode()
         return (
             artist.id, artist.name, int(Detail.FULL), genres, artist.popularity,
-            artist.followers, images, artist.uri, url, found_by, now, now,
+            artist.follower_count, images, artist.uri, url, found_by, now, now,
         )  # fmt: skip
     return (
         artist.id, artist.name, int(Detail.SIMPLIFIED), None, None, None, None, artist.uri, url,
