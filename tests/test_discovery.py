@@ -193,3 +193,54 @@ def test_children_after_a_small_script_are_its_whole_alphabet_not_only_pairs_see
     _, hangul_rest = alphabet.children("\u1100")  # after a lead consonant: the vowels
     assert "\u1161" in hangul_rest
     assert alphabet.children("王") == ([], [])  # CJK: only what was seen
+
+
+def _exact_page(word: str, total: int) -> SearchResult:
+    return _page(word, [f"{word.title()} Act{i}" for i in range(10)], total=total)
+
+
+def test_an_overflowing_exact_run_pairs_its_word_with_every_word_that_overflowed_before() -> None:
+    plan = SearchPlan(Alphabet(), limit=10, max_offset=20)  # reach 30
+    first, _ = plan.outcome("young", 20, "exact", _exact_page("young", 100))
+    assert [n.status for n in first.search_nodes] == ["overflow"]
+    assert not [t for t in first.spawn if t.params["role"] == "pair"]  # nothing to pair with yet
+    second, _ = plan.outcome("orchestra", 20, "exact", _exact_page("orchestra", 100))
+    third, _ = plan.outcome("band", 20, "exact", _exact_page("band", 100))
+    again, _ = plan.outcome("band", 20, "exact", _exact_page("band", 100))  # a repeat: no-op
+    pairs = [t for o in (second, third, again) for t in o.spawn if t.params["role"] == "pair"]
+    assert [t.params["q"] for t in pairs] == ["orchestra young", "band orchestra", "band young"]
+    late = search_task("the", 10, 10, role="exact", again=True)
+    assert all(t.priority < late.priority for t in pairs)  # after every other deferred tier
+    fits, _ = plan.outcome("solo", 10, "exact", _exact_page("solo", 25))  # no overflow
+    assert not [t for t in fits.spawn if t.params["role"] == "pair"]
+    assert plan.overflowed == {"young", "orchestra", "band"}
+
+
+def test_a_pair_is_paged_only_while_it_holds_artists_we_lack() -> None:
+    known = _known("Young Orchestra", "Orchestra Young", "Young Band", "Young")
+    plan = SearchPlan(Alphabet(), limit=10, max_offset=20, known=known)  # reach 30
+    try:
+        assert known.count_all(["young", "orchestra"]) == 2
+        assert known.count_all(["young", "you"]) == 4  # one name word may match both
+        page = _page("orchestra young", ["Young Orchestra"], total=3)  # id: "orchestra young0"
+
+        def roles(total: int) -> tuple[list[str], list[int]]:
+            out, _ = plan.outcome(
+                "orchestra young",
+                0,
+                "pair",
+                msgspec.structs.replace(
+                    page, artists=msgspec.structs.replace(page.artists, total=total)
+                ),
+            )
+            return [n.status for n in out.search_nodes], [
+                int(t.params["offset"]) for t in out.spawn
+            ]
+
+        assert roles(3) == (["paging"], [])  # 2 held + 1 new on this page: complete
+        assert roles(25) == (["paging"], [10, 20])  # still missing some: page it all
+        assert roles(0) == (["empty"], [])
+        assert roles(31) == (["overflow"], [])  # over the reach: name search cannot list them
+        assert not plan.skippable("orchestra young", 10, "page", known)
+    finally:
+        known.close()

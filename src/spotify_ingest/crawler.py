@@ -212,7 +212,11 @@ class Crawler:
         self.store.set_meta("capabilities", self.capabilities.to_json())
         alphabet = Alphabet.from_json(self.store.get_meta("alphabet"))
         plan = SearchPlan(alphabet, limit=self.capabilities.limit("search", 10), known=self.known)
-        plan.totals.update((n.query, n.total) for n in self.store.search_nodes())
+        nodes = self.store.search_nodes()
+        plan.totals.update((n.query, n.total) for n in nodes)
+        plan.overflowed.update(
+            n.query for n in nodes if n.status == "overflow" and " " not in n.query
+        )
         self.known.add(
             (a["id"], a["name"], a["detail"] == "full") for a in self.store.iter_artists()
         )

@@ -26,7 +26,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..text import name_words
@@ -209,6 +209,17 @@ class KnownNames:
         if counts is None:
             counts = self._tracked[prefix] = list(self._scan(prefix))
         return counts[0], counts[1]
+
+    def count_all(self, prefixes: Sequence[str]) -> int:
+        """Artists held with, for every one of ``prefixes``, a name word starting with it (what
+        a query of several words matches; one word may match several of them). Not tracked: a
+        scan of each prefix's words, for the few pair queries at the end of a crawl."""
+        where = " AND ".join(
+            "id IN (SELECT id FROM word WHERE word >= ? AND word < ?)" for _ in prefixes
+        )
+        args = [bound for p in prefixes for bound in (p, p + "\U0010ffff")]
+        row = self._db.execute(f"SELECT COUNT(*) FROM artist WHERE {where}", args).fetchone()
+        return int(row[0])
 
     def _scan(self, prefix: str) -> tuple[int, int]:
         row = self._db.execute(

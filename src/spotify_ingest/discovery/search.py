@@ -28,21 +28,26 @@ most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and
   that were re-predicted and behind the exact runs, which usually complete its parent. Whatever
   is not skipped runs as usual, so prediction only reorders requests and never loses an artist.
   An exact run that would overflow the reach (the word "the") waits until last: the artists its
-  node misses are then mostly beyond the reach, and come through their other words.
+  node misses are then mostly beyond the reach, and come through their other words, or through
+  the pairs of overflowing words (below).
   Pages of a node whose artists are all held are skipped the same way.
 * Every call asks for ``artist,album,track``: the albums and tracks on the page carry more artists
   (simplified) at no extra request, which the planner uses and hydration completes.
 
 Completeness: every artist has a name word; the word's first character is a root; descending the
 tree along that word reaches either a paged node (the artist is on one of its pages) or the word
-itself as a split node (the artist is in its exact run). Identical names shared by more than the
-reach would need ``genre:``/``year:`` filters; the planner logs such nodes (status
-``overflow``) rather than pretend. After a letter of a script with a small alphabet (Cyrillic,
-Greek, Arabic, Hebrew, Hangul jamo, kana, Devanagari, Thai) every letter of that script is a
-candidate, as a-z0-9 are after a Latin one. One gap is known, in CJK: the children of a node
-whose last character is an ideograph are the characters seen to follow it *when the node split*,
-so a pair first seen later is not tried below that node (a 1M-artist crawl misses 0.011 % of the
-catalog, BENCHMARKS.md).
+itself as a split node (the artist is in its exact run). An exact run shows at most the reach: a
+word that more artists have as a whole word *overflows* (node status ``overflow``; a 1M catalog
+has 37 such words: "the", "n", "lil", "young", "orchestra" ...), and an artist all of whose words
+overflow ("Young Orchestra") is on no page of the tree. So every word that overflows is paired
+with every word that overflowed before it, as one query of two words (``orchestra young`` lists
+the artists with both), in a last tier of its own: a pair whose artists are all held by then
+costs its first page and no more. What is left out is an artist whose name is ONE overflowing
+word ("Young", "N": in a 1M catalog ~25 artists), or whose words overflow even in pairs: name
+search cannot list them (``genre:``/``year:`` filters might; not used). After a letter of a
+script with a small alphabet (Cyrillic, Greek, Arabic, Hebrew, Hangul jamo, kana, Devanagari,
+Thai) every letter of that script is a candidate, as a-z0-9 are after a Latin one; after a CJK
+ideograph, the characters seen to follow it when the node split.
 
 A name word is ``casefold`` + NFKD with combining marks removed, split on anything that is not a
 letter or digit; a run of CJK ideographs or kana counts as one word.
@@ -151,6 +156,7 @@ def script_followers(script: str) -> frozenset[str]:
 
 
 _SEEN_WORDS_MAX = 200_000
+_SEEN_NAMES_MAX = 1 << 16  # names repeat within a stretch of the crawl: a short memory will do
 
 
 def _is_ideograph(char: str) -> bool:
@@ -201,7 +207,7 @@ class Alphabet:
         for name in names:
             if name in seen_names:
                 continue
-            if len(seen_names) >= _SEEN_WORDS_MAX:
+            if len(seen_names) >= _SEEN_NAMES_MAX:
                 seen_names.clear()
             seen_names.add(name)
             for word in name_words(name):
@@ -259,7 +265,13 @@ class Alphabet:
 # unpredicted child is nearly always empty: its parent's missing artists are far more likely in
 # the parent's exact run (on a 100k catalog, running these children before the exact runs cost
 # 764 requests that found nothing).
-DEFERRED_TIERS = {"spec": -1000.0, "exact": -2000.0, "spec2": -3000.0, "exact2": -4000.0}
+DEFERRED_TIERS = {
+    "spec": -1000.0,
+    "exact": -2000.0,
+    "spec2": -3000.0,
+    "exact2": -4000.0,
+    "pair": -5000.0,  # two overflowing words together: the very last (see SearchPlan.outcome)
+}
 # Pages of an exact run queued ahead of the one running.
 EXACT_LOOKAHEAD = 4
 
@@ -268,13 +280,14 @@ def search_task(
     query: str, offset: int, limit: int, *, role: str = "page", again: bool = False
 ) -> TaskSpec:
     """A search request. ``role``: ``node`` (first page), ``page``, ``spec`` (a speculative
-    child's first page) or ``exact`` (a page of the exact run); ``again``: a speculative child
-    or an exact run deferred a second time."""
+    child's first page), ``exact`` (a page of the exact run) or ``pair`` (the first page of two
+    overflowing words together); ``again``: a speculative child or an exact run deferred a
+    second time."""
     # Deeper nodes and continuation pages first: finishing a subtree before opening new ones keeps
     # the frontier small (depth-first), and pages already known to hold results are sure yield.
     priority = float(len(query)) + (0.5 if role != "node" else 0.0)
     params: dict[str, object] = {"q": query, "offset": offset, "limit": limit, "role": role}
-    if role in ("spec", "exact"):
+    if role in ("spec", "exact", "pair"):
         priority += DEFERRED_TIERS[role + "2" if again else role]
     if again:
         params["again"] = True  # another task key than the first deferral's
@@ -296,6 +309,7 @@ class SearchPlan:
     max_offset: int = 1000
     totals: dict[str, int] = field(default_factory=dict)  # query -> exact total, once known
     known: KnownNames | None = None  # the artists held, to predict which children are non-empty
+    overflowed: set[str] = field(default_factory=set)  # words whose exact run overflowed
 
     @property
     def reach(self) -> int:
@@ -310,8 +324,8 @@ class SearchPlan:
         Artists we hold only in simplified form would then need a hydration request each, so the
         skip is taken only when that costs fewer requests than the pages it saves.
         """
-        if role not in ("page", "exact", "spec"):
-            return False
+        if role not in ("page", "exact", "spec") or " " in query:
+            return False  # (a pair's pages: its first page decided whether they are needed)
         target = query[:-1] if role == "spec" else query
         total = self.totals.get(target)
         if total is None:
@@ -382,7 +396,9 @@ class SearchPlan:
         total = page.total if page is not None else 0
         items: Sequence[Artist] = page.items if page is not None else ()
         word = query.split()[-1] if query else ""
-        if role in ("node", "spec"):
+        if role == "pair":
+            self._pair_outcome(query, total, items, spawn, nodes)
+        elif role in ("node", "spec"):
             self.totals[query] = total
             if total and len(query) == 1 and not _is_base(query):
                 opened = self.alphabet.open_script(script_of(query))
@@ -416,7 +432,52 @@ class SearchPlan:
             nxt = offset + self.limit
             if nxt > self.max_offset and nxt < total:
                 nodes.append(SearchNode(query, _parent(query), total, "overflow"))
+                spawn.extend(self._pairs_with(query))
         return TaskOutcome(artists=artists, spawn=spawn, search_nodes=nodes), sorted(new_first)
+
+    def _pairs_with(self, word: str) -> list[TaskSpec]:
+        """The pair queries of a word whose exact run just overflowed, one per earlier such word.
+
+        An artist every one of whose name words overflowed ("Young Orchestra": 6,494 artists
+        have the word "young", 5,514 "orchestra", in a 1M catalog) is beyond the reach of every
+        node of the tree; ``young orchestra`` lists only the artists with both words.
+        """
+        if word in self.overflowed:
+            return []
+        others = sorted(self.overflowed)
+        self.overflowed.add(word)
+        return [
+            search_task(" ".join(sorted((word, other))), 0, self.limit, role="pair")
+            for other in others
+        ]
+
+    def _pair_outcome(
+        self,
+        query: str,
+        total: int,
+        items: Sequence[Artist],
+        spawn: list[TaskSpec],
+        nodes: list[SearchNode],
+    ) -> None:
+        """A pair's first page: page the rest only if the pair still holds artists we lack."""
+        self.totals[query] = total
+        parent = query.split()[0]
+        if total == 0:
+            nodes.append(SearchNode(query, parent, 0, "empty"))
+            return
+        if total > self.reach:  # identical names beyond the reach: name search cannot list them
+            nodes.append(SearchNode(query, parent, total, "overflow"))
+            return
+        nodes.append(SearchNode(query, parent, total, "paging"))
+        if self.known is not None:
+            new_here, _ = self.known.fresh((a.id, True) for a in items)
+            if self.known.count_all(query.split()) + len(new_here) >= total:
+                return  # every artist of the pair is held (or on this page)
+        spawn.extend(
+            search_task(query, off, self.limit)
+            for off in range(self.limit, total, self.limit)
+            if off <= self.max_offset
+        )
 
     def _children(
         self, query: str, items: Sequence[Artist | SimplifiedArtist]
