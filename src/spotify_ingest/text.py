@@ -10,6 +10,7 @@ to build queries and the store to count the artists it already knows under a pre
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 
 __all__ = ["name_words", "normalise"]
@@ -17,8 +18,14 @@ __all__ = ["name_words", "normalise"]
 
 def normalise(text: str) -> str:
     """Casefold and strip accents (NFKD without combining marks)."""
+    if text.isascii():  # most names: nothing to decompose, and casefold is lower
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+# A run of characters for which str.isalnum() holds: \w is exactly those and "_".
+_WORD = re.compile(r"[^\W_]+")
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -27,14 +34,4 @@ def name_words(name: str) -> tuple[str, ...]:
 
     Cached: the same popular names come back on many pages of a crawl.
     """
-    words: list[str] = []
-    current: list[str] = []
-    for char in normalise(name):
-        if char.isalnum():
-            current.append(char)
-        elif current:
-            words.append("".join(current))
-            current = []
-    if current:
-        words.append("".join(current))
-    return tuple(dict.fromkeys(words))
+    return tuple(dict.fromkeys(_WORD.findall(normalise(name))))
