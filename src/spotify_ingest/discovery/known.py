@@ -37,6 +37,11 @@ __all__ = ["RECENT_IDS_MAX", "KnownNames"]
 # moments ago, so most "is it new?" questions are answered without SQLite (~100 bytes an id).
 RECENT_IDS_MAX = 200_000
 
+# Additions per transaction of the scratch file. Nothing here needs to be durable (the index is
+# rebuilt from the store at start), and a commit writes every page it dirtied: with one per page
+# of results most of the index's CPU went into writing the same interior pages again and again.
+COMMIT_EVERY = 256
+
 
 _DIR_PREFIX = "spotify-ingest-known-"
 
@@ -76,6 +81,7 @@ class KnownNames:
         )
         self._tracked: dict[str, list[int]] = {}  # prefix -> [held, full], kept up to date
         self._recent: dict[str, int] = {}  # id -> full, for ids held and seen lately (bounded)
+        self._adds = 0  # calls of add that changed something, for COMMIT_EVERY
 
     def close(self) -> None:
         self._db.close()
@@ -106,7 +112,8 @@ class KnownNames:
         # full afterwards: a new artist if it came full, an upgraded one always
         full_now = [(i, int(d_held == 0 or d_full)) for i, _, d_held, d_full in changes]
         db = self._db
-        db.execute("BEGIN")
+        if not db.in_transaction:
+            db.execute("BEGIN")
         db.executemany(
             "INSERT INTO artist (id, full) VALUES (?, ?) "
             "ON CONFLICT (id) DO UPDATE SET full = MAX(full, excluded.full)",
@@ -116,7 +123,9 @@ class KnownNames:
             "INSERT OR IGNORE INTO word (word, id) VALUES (?, ?)",
             ((w, i) for i, name, d_held, _ in changes if d_held for w in name_words(name)),
         )
-        db.execute("COMMIT")
+        self._adds += 1
+        if self._adds % COMMIT_EVERY == 0:
+            db.execute("COMMIT")
         for artist_id, full_after in full_now:
             self._remember(artist_id, full_after)
         tracked = self._tracked
