@@ -296,6 +296,7 @@ class Crawler:
         self.store.set_meta("alphabet", runner.search.alphabet.to_json())
         self.save_estimate()
         self.store.set_meta("last_report", self.report().to_json())
+        self.store.flush()  # a failed last commit is an error the user must see
 
     def _limit_reached(self) -> str | None:
         o = self.options
@@ -405,6 +406,11 @@ class Crawler:
         renew_every = min(LEASE_RENEW_SECONDS, lease / 3)
         while True:
             await asyncio.sleep(0.25)
+            try:
+                self.store.flush()  # a group of writes waits at most this long for its commit
+            except StoreError as exc:
+                self._fatal = self._fatal or exc
+                self.request_stop("error")
             self._emit_progress()
             reason = self._limit_reached()  # also while every worker waits out a long pause
             if reason is not None and not self.stopping:

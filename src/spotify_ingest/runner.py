@@ -116,7 +116,11 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
 def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
     """Run the crawl; returns the final report and the exit code a signal asks for (0: none)."""
     store_kw: dict[str, Any] = {}
-    if is_postgres_url(req.db):
+    if not is_postgres_url(req.db):
+        from .store.sqlite import CRAWL_GROUP_WRITES
+
+        store_kw["group_writes"] = CRAWL_GROUP_WRITES
+    else:
         if req.worker_id:
             store_kw["worker_id"] = req.worker_id
         if req.lease_seconds:

@@ -129,6 +129,9 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def flush(self) -> None:
+        """Make every write so far durable (a store that commits each write does nothing)."""
+
     def get_meta(self, key: str) -> Any: ...
 
     def set_meta(self, key: str, value: Any) -> None: ...

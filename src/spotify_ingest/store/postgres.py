@@ -392,6 +392,9 @@ class PostgresStore:
         with self._lock:
             return self._live().info.backend_pid
 
+    def flush(self) -> None:
+        """Every write commits on its own here: nothing to do."""
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
