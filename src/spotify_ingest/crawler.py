@@ -5,7 +5,9 @@ when each request may go; the workers only keep it supplied. Each worker loops:
 
 1. ask the planner for a task (it claims small batches from the store);
 2. run it through :class:`~spotify_ingest.discovery.tasks.TaskRunner` (one or a few requests);
-3. commit artists + task done + spawned tasks in one transaction, and tell the planner the yield.
+3. record artists + task done + spawned tasks as one write (whole or not at all; the SQLite store
+   commits up to 16 such writes together, and the crawler flushes it four times a second and
+   when it stops), and tell the planner the yield.
 
 Errors per task: an endpoint that went away parks its kind (tasks stay pending); an id that does
 not exist or a request the API refuses fails that task alone; a server or transport error that
