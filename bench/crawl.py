@@ -119,11 +119,11 @@ def run_one(
         con = sqlite3.connect(db)
         rows = con.execute("SELECT id, detail FROM artists").fetchall()
         con.close()
+        found = {r[0] for r in rows}
         if keep_db is not None:  # the crawl's database and the ids it missed, to look at later
             db.replace(keep_db)
-            missed = catalog - {r[0] for r in rows}
-            keep_db.with_suffix(".missed").write_text("".join(i + "\n" for i in sorted(missed)))
-    found = {r[0] for r in rows}
+            missed = sorted(catalog - found)
+            keep_db.with_suffix(".missed").write_text("".join(i + "\n" for i in missed))
     full = {r[0] for r in rows if r[1] == 1}
     accepted = int(truth["accepted"])
     total = int(truth["requests_total"])

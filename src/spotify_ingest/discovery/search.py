@@ -407,12 +407,7 @@ class SearchPlan:
                 nodes.append(SearchNode(query, _parent(query), 0, "empty"))
             elif total <= self.reach:
                 nodes.append(SearchNode(query, _parent(query), total, "paging"))
-                last = min(total, self.reach)
-                spawn.extend(
-                    search_task(query, off, self.limit)
-                    for off in range(self.limit, last, self.limit)
-                    if off <= self.max_offset
-                )
+                spawn.extend(self._pages(query, total))
             else:
                 nodes.append(SearchNode(query, _parent(query), total, "split"))
                 likely, rest = self._children(query, artists)
@@ -473,11 +468,16 @@ class SearchPlan:
             new_here, _ = self.known.fresh((a.id, True) for a in items)
             if self.known.count_all(query.split()) + len(new_here) >= total:
                 return  # every artist of the pair is held (or on this page)
-        spawn.extend(
+        spawn.extend(self._pages(query, total))
+
+    def _pages(self, query: str, total: int) -> list[TaskSpec]:
+        """The pages after the first of a query whose ``total`` fits under the reach."""
+        last = min(total, self.reach)
+        return [
             search_task(query, off, self.limit)
-            for off in range(self.limit, total, self.limit)
+            for off in range(self.limit, last, self.limit)
             if off <= self.max_offset
-        )
+        ]
 
     def _children(
         self, query: str, items: Sequence[Artist | SimplifiedArtist]
