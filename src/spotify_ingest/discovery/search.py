@@ -49,8 +49,8 @@ script with a small alphabet (Cyrillic, Greek, Arabic, Hebrew, Hangul jamo, kana
 Thai) every letter of that script is a candidate, as a-z0-9 are after a Latin one; after a CJK
 ideograph, the characters seen to follow it when the node split.
 
-A name word is ``casefold`` + NFKD with combining marks removed, split on anything that is not a
-letter or digit; a run of CJK ideographs or kana counts as one word.
+A name word is NFKD with non-spacing marks removed, then ``casefold`` (:mod:`spotify_ingest.text`),
+split on anything that is not a letter or digit; a run of CJK ideographs or kana is one word.
 """
 
 from __future__ import annotations
