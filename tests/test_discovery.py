@@ -18,7 +18,7 @@ import msgspec
 
 from spotify_ingest.discovery.known import KnownNames
 from spotify_ingest.discovery.search import Alphabet, SearchPlan, search_task
-from spotify_ingest.models import SearchResult
+from spotify_ingest.models import Artist, SearchResult, SimplifiedArtist
 
 
 def _known(*names: str) -> KnownNames:
@@ -146,6 +146,32 @@ def test_counts_under_a_prefix_stay_exact_as_artists_arrive() -> None:
         known.add([("s2", "Bob", False), ("s2", "Bob", True)])  # twice in one page: full wins
         assert known.count("b") == known._scan("b") == (3, 3)
         assert known.fresh([("s2", True), ("zz", False)]) == ({"zz"}, set())
+    finally:
+        known.close()
+
+
+def test_only_artists_identical_to_the_stored_ones_count_as_unchanged() -> None:
+    def artist(popularity: int) -> Artist:
+        return msgspec.convert(
+            {"id": "id9", "name": "Cleo", "genres": ["pop"], "popularity": popularity,
+             "followers": {"total": 5}, "images": [{"url": "u", "height": 1, "width": 1}]},
+            Artist,
+        )  # fmt: skip
+
+    known = _known("Anna Bell")  # id0, full, stored before this process saw it
+    try:
+        assert not known.unchanged(artist(40))  # never seen
+        known.add([("id9", "Cleo", True)])
+        assert not known.unchanged(artist(40))  # held in full, but what it said is unknown
+        known.stored([artist(40)])
+        assert known.unchanged(artist(40))
+        assert not known.unchanged(artist(41))  # a field changed: the store must see it
+        assert known.unchanged(SimplifiedArtist(id="id9", name="Cleo"))  # nothing to add
+        assert not known.unchanged(SimplifiedArtist(id="id5", name="Nobody"))
+        known._recent.clear()  # forgotten: the store compares, as without the cache
+        assert not known.unchanged(artist(40))
+        assert not known.unchanged(SimplifiedArtist(id="id9", name="Cleo"))
+        assert known.fresh([("id9", True)]) == (set(), set())  # still held, from SQLite
     finally:
         known.close()
 

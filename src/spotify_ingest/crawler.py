@@ -376,11 +376,10 @@ class Crawler:
             self._in_flight.pop(task.id, None)
             return
         # A simplified artist we hold already can change nothing (the store keeps the fullest
-        # form): most of a search page's album and track artists. Dropping them here saves the
-        # store's look-ups of them.
-        outcome.artists = [
-            a for a in outcome.artists if isinstance(a, Artist) or not self.known.holds(a.id)
-        ]
+        # form): most of a search page's album and track artists; nor can a full one identical to
+        # the one we stored last. Dropping them here saves the store's look-ups of them.
+        unchanged = self.known.unchanged
+        outcome.artists = [a for a in outcome.artists if not unchanged(a)]
         if self._tasks_done % ALPHABET_EVERY == 0:  # survives a SIGKILL with the task's commit
             outcome.meta = {**outcome.meta, "alphabet": runner.search.alphabet.to_json()}
         try:
@@ -389,6 +388,7 @@ class Crawler:
             return  # another worker took the task over after our lease expired: its result counts
         if result.new_full or result.new_simplified or result.upgraded:
             self.known.add((a.id, a.name, isinstance(a, Artist)) for a in outcome.artists)
+        self.known.stored(a for a in outcome.artists if isinstance(a, Artist))
         self._in_flight.pop(task.id, None)
         self._tasks_done += 1
         new = result.new_full + result.new_simplified

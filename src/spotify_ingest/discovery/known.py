@@ -18,6 +18,12 @@ prefixes again and again (every page of a node checks its node), so a count cost
 look-up, not a scan of up to a thousand rows per page. Only the prefixes of search nodes are
 ever tracked. Whether an id is held, and in full, is answered from a bounded cache of recently
 seen ids before SQLite.
+
+The same cache remembers a *fingerprint* of each full artist the store was last given (a hash of
+its JSON). A page lists many artists we stored moments ago, unchanged (an artist is listed under
+each of its name words): :meth:`KnownNames.unchanged` lets the crawler drop those before the
+store reads their rows back to compare them (in a 100k extended crawl, 58 % of the full artists a
+page carries). A fingerprint that is missing or differs only means the store compares as before.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import msgspec
+
+from ..models import Artist, SimplifiedArtist
 from ..text import name_words
 
 __all__ = ["RECENT_IDS_MAX", "KnownNames"]
@@ -44,6 +53,15 @@ COMMIT_EVERY = 256
 
 
 _DIR_PREFIX = "spotify-ingest-known-"
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _fingerprint(artist: Artist) -> int:
+    """A hash of everything the API said about ``artist``, never 0 or 1 (the cache's flags)."""
+    value = hash(_encode(artist)) & 0x7FFF_FFFF_FFFF_FFFF
+    return value if value > 1 else value + 2
 
 
 def _remove_orphans() -> None:
@@ -80,7 +98,9 @@ class KnownNames:
             """
         )
         self._tracked: dict[str, list[int]] = {}  # prefix -> [held, full], kept up to date
-        self._recent: dict[str, int] = {}  # id -> full, for ids held and seen lately (bounded)
+        # id -> 0 (simplified), 1 (full) or the fingerprint of the full artist last stored, for
+        # ids held and seen lately (bounded)
+        self._recent: dict[str, int] = {}
         self._adds = 0  # calls of add that changed something, for COMMIT_EVERY
 
     def close(self) -> None:
@@ -152,7 +172,7 @@ class KnownNames:
             if full is None:
                 misses.append(artist_id)
             else:
-                held[artist_id] = full
+                held[artist_id] = 0 if full == 0 else 1
         for start in range(0, len(misses), 500):
             chunk = misses[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -166,6 +186,25 @@ class KnownNames:
         if len(self._recent) >= RECENT_IDS_MAX:
             self._recent.clear()  # forgetting costs a look-up in SQLite, nothing else
         self._recent[artist_id] = full
+
+    def stored(self, artists: Iterable[Artist]) -> None:
+        """Remember the fingerprints of full artists the store has just been given."""
+        recent = self._recent
+        for artist in artists:
+            if len(recent) >= RECENT_IDS_MAX:
+                recent.clear()
+            recent[artist.id] = _fingerprint(artist)
+
+    def unchanged(self, artist: Artist | SimplifiedArtist) -> bool:
+        """True if storing ``artist`` can change nothing: a simplified artist we hold (in any
+        form), or a full one identical to the one last stored (by its fingerprint). A cheap,
+        partial test: False only means "not known to be unchanged"."""
+        held = self._recent.get(artist.id)
+        if held is None:
+            return False
+        if not isinstance(artist, Artist):
+            return True
+        return held > 1 and held == _fingerprint(artist)
 
     def holds(self, artist_id: str) -> bool:
         """True if ``artist_id`` is held and was seen recently (a cheap, partial test: False only
