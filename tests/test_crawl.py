@@ -6,7 +6,9 @@ Coverage is checked against the simulator's own catalog, never against the crawl
 from __future__ import annotations
 
 import functools
+import gc
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import httpx
 
 from spotify_ingest.client import SpotifyClient
 from spotify_ingest.config import Credentials
-from spotify_ingest.crawler import Crawler, CrawlOptions, CrawlReport
+from spotify_ingest.crawler import Crawler, CrawlOptions, CrawlReport, Progress
 from spotify_ingest.ratecontrol import LimitEstimate, RateController
 from spotify_ingest.sim.app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SimConfig, create_app
 from spotify_ingest.sim.catalog import Catalog
@@ -43,6 +45,7 @@ async def crawl(
     n: int = N,
     sim_limit: int = 1000,
     concurrency: int = 4,
+    on_progress: Callable[[Progress], None] | None = None,
     **options: Any,
 ) -> tuple[CrawlReport, dict[str, Any]]:
     config = SimConfig(artists=n, seed=7, profile=profile, limit=sim_limit, window=WINDOW)
@@ -65,6 +68,7 @@ async def crawl(
                 CrawlOptions(strategy=strategy, concurrency=concurrency, **options),
                 client_id=DEMO_CLIENT_ID,
                 api_base=API,
+                on_progress=on_progress,
             )
             report = await crawler.run()
         async with httpx.AsyncClient(transport=transport, base_url="http://sim.test") as raw:
@@ -90,6 +94,14 @@ async def test_search_reaches_every_artist_in_full_on_a_new_app(tmp_path: Path) 
     assert truth["requests_total"] <= 0.4 * N, "search pages, not one lookup per artist"
     assert truth["escalations"] == 0
     assert report.capabilities["search"] and not report.capabilities.get("related_artists")
+
+
+async def test_the_heap_that_exists_at_start_is_frozen_for_the_crawl_only(tmp_path: Path) -> None:
+    frozen: list[int] = []
+    before = gc.get_freeze_count()
+    await crawl(tmp_path / "c.db", on_progress=lambda _: frozen.append(gc.get_freeze_count()))
+    assert frozen and min(frozen) > before + 10_000  # the imported modules, at least
+    assert gc.get_freeze_count() == before  # a process that goes on gets its heap back
 
 
 async def test_auto_on_extended_uses_what_the_app_has(tmp_path: Path) -> None:

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,24 @@ class CrawlReport:
             "capabilities": self.capabilities,
             "yield_per_request": self.yields,
         }
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep what exists when the crawl starts out of the garbage collector's full passes.
+
+    A full collection walks every object the collector tracks, and the imported modules alone are
+    ~55,000 of them: each of the crawl's full collections took 80-100 ms, all of it on the event
+    loop (16 in a 100k extended crawl, 1.4 s of CPU and as many stalls of the request schedule).
+    ``gc.freeze`` moves them to the permanent generation for the crawl's length; what the crawl
+    creates is collected as usual. Undone at the end, for a process that goes on (tests).
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class Crawler:
@@ -252,6 +271,10 @@ class Crawler:
         self._started = time.monotonic()
         runner, planner = await self._prepare()
         self.planner = planner
+        with _frozen_heap():
+            return await self._loop(runner, planner)
+
+    async def _loop(self, runner: TaskRunner, planner: Planner) -> CrawlReport:
         ticker = asyncio.create_task(self._tick())
         workers = [
             asyncio.create_task(self._worker(runner, planner))
@@ -399,6 +422,11 @@ class Crawler:
         )
         spawned = Counter(spec.kind for spec in outcome.spawn)
         planner.observe(task.kind, result.value, outcome.requests, spawned)
+        if outcome.requests == 0:
+            # A task the planner could skip (its artists all held) awaited nothing: without this
+            # a worker running a long chain of them would hold the event loop (stalls of 70-140
+            # ms were measured near the end of a crawl), and every request due meanwhile waits.
+            await asyncio.sleep(0)
 
     # -- reporting ------------------------------------------------------------------------------
 

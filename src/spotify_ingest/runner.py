@@ -120,6 +120,7 @@ def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
         from .store.sqlite import CRAWL_GROUP_WRITES
 
         store_kw["group_writes"] = CRAWL_GROUP_WRITES
+        store_kw["background_checkpoints"] = True
     else:
         if req.worker_id:
             store_kw["worker_id"] = req.worker_id

@@ -104,3 +104,48 @@ def test_a_kill_with_a_group_open_loses_only_that_group(tmp_path: Path) -> None:
 def test_group_writes_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="group_writes"):
         SQLiteStore(tmp_path / "x.db", group_writes=0)
+
+
+def _in_main_file(path: Path) -> set[str]:
+    """Artist ids in the database file itself, ignoring the WAL (``immutable``: what has been
+    checkpointed)."""
+    con = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        return {r[0] for r in con.execute("SELECT id FROM artists")}
+    except sqlite3.OperationalError:  # not even the schema has been checkpointed yet
+        return set()
+    finally:
+        con.close()
+
+
+def test_background_checkpoints_copy_the_wal_into_the_file_while_the_crawl_writes(
+    tmp_path: Path,
+) -> None:
+    import threading
+    import time
+
+    from spotify_ingest.store import sqlite as sqlite_store
+
+    path = tmp_path / "crawl.db"
+    with SQLiteStore(path, group_writes=4, background_checkpoints=True) as store:
+        assert "sqlite-checkpoint" in {t.name for t in threading.enumerate()}
+        # The crawl's own connection leaves checkpoints to the thread until the WAL is large.
+        pages = store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert pages == sqlite_store.CHECKPOINT_MAX_PAGES
+        store.add_tasks(TaskSpec("search", {"q": f"q{i}"}) for i in range(8))
+        tasks = store.claim("search", 8)
+        for i, task in enumerate(tasks):
+            store.complete(task, _outcome(i))
+        store.flush()  # committed to the WAL; only a checkpoint puts it in the file itself
+        deadline = time.monotonic() + 20 * sqlite_store.CHECKPOINT_SECONDS + 5
+        while _in_main_file(path) != {f"a{i}" for i in range(8)}:
+            assert time.monotonic() < deadline, "the WAL was never checkpointed"
+            time.sleep(sqlite_store.CHECKPOINT_SECONDS / 2)
+    assert "sqlite-checkpoint" not in {t.name for t in threading.enumerate()}
+    assert _committed(path)[0] == {f"a{i}" for i in range(8)}
+
+
+def test_without_background_checkpoints_sqlite_checkpoints_as_usual(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "c.db") as store:
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+        assert store._checkpointer is None

@@ -20,8 +20,15 @@ What a write costs: a commit writes every page it dirtied, and the artists are k
 random ids, so most new artists dirty a page of their own. Three settings keep the rest down
 (measured on a 100k extended crawl, side by side: 7.3-7.5 -> 6.6-6.7 ms of crawler CPU a request):
 statement journals in memory (``temp_store``; a group's SAVEPOINTs wrote them to a temporary
-file), a 32 MiB page cache (:data:`CACHE_KIB`) and checkpoints every 10,000 WAL pages
-(:data:`CHECKPOINT_PAGES`) rather than after every large commit.
+file), a 32 MiB page cache (:data:`CACHE_KIB`), and, in a crawl (``background_checkpoints``),
+checkpoints in a thread of their own: copying the WAL back into the database (and its
+``fdatasync``) took 20-130 ms at a time, and on the event loop every such stall delays the
+requests due then and widens the rate controller's jitter margin (a 100k extended crawl spent
+3.6-5.1 s of its 100 s blocked in commits that checkpointed). The thread runs a PASSIVE checkpoint
+every :data:`CHECKPOINT_SECONDS` on its own connection; SQLite lets it copy while the crawl keeps
+committing, and Python's sqlite3 releases the GIL while it works. Should the WAL still outgrow
+:data:`CHECKPOINT_MAX_PAGES` (checkpoints that never catch up), the crawl's own connection
+checkpoints at its next commit, as SQLite does by default.
 
 Tasks a dead process had leased go back to pending when the store is opened
 (:meth:`SQLiteStore.recover_leases`): one SQLite file serves one crawler process at a time, which
@@ -37,6 +44,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -70,11 +78,10 @@ CRAWL_GROUP_WRITES = 16
 # checkpoint.
 CACHE_KIB = 32 * 1024
 
-# WAL pages between checkpoints (SQLite's default is 1,000). A checkpoint copies every page the
-# WAL holds back into the database once, however many commits rewrote it since the last one, and
-# a crawl rewrites the same leaves over and over: a 100k extended crawl committed ~800 pages a
-# time, so with the default every commit was followed by its own checkpoint.
-CHECKPOINT_PAGES = 10_000
+# Background checkpoints (module docstring): how often, and the WAL size (pages) at which the
+# crawl's own connection checkpoints after all.
+CHECKPOINT_SECONDS = 0.5
+CHECKPOINT_MAX_PAGES = 50_000
 
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
 
@@ -119,11 +126,40 @@ def _artist_row(artist: Artist | SimplifiedArtist, found_by: str, now: float) ->
     )  # fmt: skip
 
 
+class _Checkpointer:
+    """A thread that copies the WAL back into the database (module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(CHECKPOINT_SECONDS):
+            # A failed checkpoint loses nothing (the WAL keeps every commit), and the next one,
+            # or the crawl's own connection past CHECKPOINT_MAX_PAGES, does the work.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+
 class SQLiteStore:
     """A :class:`~spotify_ingest.store.base.Store` in one SQLite file."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, create: bool = True, group_writes: int = 1
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        group_writes: int = 1,
+        background_checkpoints: bool = False,
     ) -> None:
         if group_writes < 1:
             raise ValueError("group_writes must be at least 1")
@@ -167,7 +203,8 @@ class SQLiteStore:
             # temporary file that was 1,400 write(2)s a second at 100 requests a second.
             self._db.execute("PRAGMA temp_store = MEMORY")
             self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-            self._db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
+            if background_checkpoints:
+                self._db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_MAX_PAGES}")
             migrate(self._db, version)
         except sqlite3.DatabaseError as exc:
             self._db.close()
@@ -178,6 +215,7 @@ class SQLiteStore:
         except StoreError:
             self._db.close()
             raise
+        self._checkpointer = _Checkpointer(self.path) if background_checkpoints else None
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -259,6 +297,8 @@ class SQLiteStore:
         """Commit the open group (if any) and close the file."""
         with contextlib.suppress(sqlite3.Error, StoreError):
             self.flush()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
 
