@@ -17,15 +17,17 @@ tasks table, the tail of the artists table): commits took 2.30 s of CPU in a 50k
 one by one, 1.60 s in groups of 16 (crawler 2.48 -> 2.37 ms per request).
 
 What a write costs: a commit writes every page it dirtied, and the artists are keyed by their
-random ids, so most new artists dirty a page of their own. Three settings keep the rest down
-(measured on a 100k extended crawl, side by side: 7.3-7.5 -> 6.6-6.7 ms of crawler CPU a request):
-statement journals in memory (``temp_store``; a group's SAVEPOINTs wrote them to a temporary
-file), a 32 MiB page cache (:data:`CACHE_KIB`), and, in a crawl (``background_checkpoints``),
-checkpoints in a thread of their own: copying the WAL back into the database (and its
-``fdatasync``) took 20-130 ms at a time, and on the event loop every such stall delays the
-requests due then and widens the rate controller's jitter margin (a 100k extended crawl spent
-3.6-5.1 s of its 100 s blocked in commits that checkpointed). The thread runs a PASSIVE checkpoint
-every :data:`CHECKPOINT_SECONDS` on its own connection; SQLite lets it copy while the crawl keeps
+random ids, so most new artists dirty a page of their own. Statement journals live in memory
+(``temp_store``; a group's SAVEPOINTs wrote them to a temporary file) and the page cache is
+32 MiB (:data:`CACHE_KIB`); with the crawler's fingerprints of stored artists, that took a 100k
+extended crawl from 7.3-7.5 to 6.6-6.7 ms of crawler CPU a request, side by side.
+
+In a crawl (``background_checkpoints``) checkpoints run in a thread of their own. Copying the
+WAL back into the database (and its ``fdatasync``) took 20-130 ms at a time inside whichever
+commit crossed ``wal_autocheckpoint``; on the event loop every such stall delays the requests due
+then and widens the rate controller's jitter margin (a 100k extended crawl spent 3.6-5.1 s of its
+100 s blocked in such commits). The thread runs a PASSIVE checkpoint every
+:data:`CHECKPOINT_SECONDS` on its own connection; SQLite lets it copy while the crawl keeps
 committing, and Python's sqlite3 releases the GIL while it works. Should the WAL still outgrow
 :data:`CHECKPOINT_MAX_PAGES` (checkpoints that never catch up), the crawl's own connection
 checkpoints at its next commit, as SQLite does by default.
@@ -74,8 +76,7 @@ CRAWL_GROUP_WRITES = 16
 
 # Page cache of the crawl database, in KiB (SQLite's default is 2 MiB). Every finished task looks
 # up and updates artists by id, a random key: with the default cache a 200k-artist crawl read
-# 1,600 pages a second back from the OS (pread) and wrote the same hot pages again at every
-# checkpoint.
+# 1,600 pages a second back from the OS (pread).
 CACHE_KIB = 32 * 1024
 
 # Background checkpoints (module docstring): how often, and the WAL size (pages) at which the
@@ -215,7 +216,13 @@ class SQLiteStore:
         except StoreError:
             self._db.close()
             raise
-        self._checkpointer = _Checkpointer(self.path) if background_checkpoints else None
+        self._checkpointer: _Checkpointer | None = None
+        if background_checkpoints:
+            try:
+                self._checkpointer = _Checkpointer(self.path)
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise StoreError(f"cannot open database {self.path}: {exc}") from None
 
     # -- plumbing -------------------------------------------------------------------------------
 
