@@ -32,7 +32,7 @@ from spotify_ingest.client import SpotifyClient
 from spotify_ingest.config import Credentials
 from spotify_ingest.crawler import Crawler, CrawlOptions
 from spotify_ingest.ratecontrol import RateController
-from spotify_ingest.store.sqlite import CRAWL_GROUP_WRITES, SQLiteStore
+from spotify_ingest.store.sqlite import CRAWL_OPTIONS, SQLiteStore
 
 DEMO_ID, DEMO_SECRET = "demo-client-id", "demo-client-secret"
 
@@ -72,7 +72,7 @@ async def _crawl(server: SimProcess, db: Path, strategy: str, window: float, **k
     creds = Credentials(client_id=DEMO_ID, client_secret=DEMO_SECRET)
     concurrency = kw.pop("concurrency", 16)
     controller = RateController(window=window, max_concurrency=concurrency)
-    with SQLiteStore(db, group_writes=CRAWL_GROUP_WRITES, background_checkpoints=True) as store:
+    with SQLiteStore(db, **CRAWL_OPTIONS) as store:
         async with SpotifyClient(
             creds, api_base=server.api_base, token_url=server.token_url, controller=controller
         ) as client:

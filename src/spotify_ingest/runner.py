@@ -117,10 +117,9 @@ def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
     """Run the crawl; returns the final report and the exit code a signal asks for (0: none)."""
     store_kw: dict[str, Any] = {}
     if not is_postgres_url(req.db):
-        from .store.sqlite import CRAWL_GROUP_WRITES
+        from .store.sqlite import CRAWL_OPTIONS
 
-        store_kw["group_writes"] = CRAWL_GROUP_WRITES
-        store_kw["background_checkpoints"] = True
+        store_kw.update(CRAWL_OPTIONS)
     else:
         if req.worker_id:
             store_kw["worker_id"] = req.worker_id

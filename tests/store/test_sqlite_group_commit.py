@@ -10,12 +10,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from spotify_ingest.errors import StoreError
 from spotify_ingest.models import Artist
+from spotify_ingest.store import sqlite as sqlite_store
 from spotify_ingest.store.base import Task, TaskOutcome, TaskSpec, TaskState
 from spotify_ingest.store.sqlite import SQLiteStore
 
@@ -121,11 +124,6 @@ def _in_main_file(path: Path) -> set[str]:
 def test_background_checkpoints_copy_the_wal_into_the_file_while_the_crawl_writes(
     tmp_path: Path,
 ) -> None:
-    import threading
-    import time
-
-    from spotify_ingest.store import sqlite as sqlite_store
-
     path = tmp_path / "crawl.db"
     with SQLiteStore(path, group_writes=4, background_checkpoints=True) as store:
         assert "sqlite-checkpoint" in {t.name for t in threading.enumerate()}

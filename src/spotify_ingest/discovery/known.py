@@ -189,11 +189,8 @@ class KnownNames:
 
     def stored(self, artists: Iterable[Artist]) -> None:
         """Remember the fingerprints of full artists the store has just been given."""
-        recent = self._recent
         for artist in artists:
-            if len(recent) >= RECENT_IDS_MAX:
-                recent.clear()
-            recent[artist.id] = _fingerprint(artist)
+            self._remember(artist.id, _fingerprint(artist))
 
     def unchanged(self, artist: Artist | SimplifiedArtist) -> bool:
         """True if storing ``artist`` can change nothing: a simplified artist we hold (in any
@@ -205,11 +202,6 @@ class KnownNames:
         if not isinstance(artist, Artist):
             return True
         return held > 1 and held == _fingerprint(artist)
-
-    def holds(self, artist_id: str) -> bool:
-        """True if ``artist_id`` is held and was seen recently (a cheap, partial test: False only
-        means "not in the recent-ids cache")."""
-        return artist_id in self._recent
 
     def fresh(self, artists: Iterable[tuple[str, bool]]) -> tuple[set[str], set[str]]:
         """Of ``(id, full)`` pairs: the ids never seen, and the ids seen simplified now full."""

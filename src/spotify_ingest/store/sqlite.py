@@ -68,7 +68,7 @@ from .base import (
 )
 from .schema import SCHEMA_VERSION, migrate
 
-__all__ = ["CRAWL_GROUP_WRITES", "SQLiteStore"]
+__all__ = ["CRAWL_GROUP_WRITES", "CRAWL_OPTIONS", "SQLiteStore"]
 
 # Writes per transaction in a crawl (see "Group commits" above): a commit every ~0.15 s at 100
 # requests/s, and a kill repeats at most this many tasks beyond those in flight.
@@ -83,6 +83,12 @@ CACHE_KIB = 32 * 1024
 # crawl's own connection checkpoints after all.
 CHECKPOINT_SECONDS = 0.5
 CHECKPOINT_MAX_PAGES = 50_000
+
+# How a crawl opens its store (``SQLiteStore(path, **CRAWL_OPTIONS)``): the CLI and the benchmark.
+CRAWL_OPTIONS: dict[str, Any] = {
+    "group_writes": CRAWL_GROUP_WRITES,
+    "background_checkpoints": True,
+}
 
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
 
