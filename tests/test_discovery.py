@@ -168,7 +168,7 @@ def test_only_artists_identical_to_the_stored_ones_count_as_unchanged() -> None:
         assert not known.unchanged(artist(41))  # a field changed: the store must see it
         assert known.unchanged(SimplifiedArtist(id="id9", name="Cleo"))  # nothing to add
         assert not known.unchanged(SimplifiedArtist(id="id5", name="Nobody"))
-        known._recent.clear()  # forgotten: the store compares, as without the cache
+        known.forget_recent()  # forgotten: the store compares, as without the cache
         assert not known.unchanged(artist(40))
         assert not known.unchanged(SimplifiedArtist(id="id9", name="Cleo"))
         assert known.fresh([("id9", True)]) == (set(), set())  # still held, from SQLite
@@ -186,7 +186,7 @@ def test_held_ids_are_answered_from_memory_and_sqlite_alike() -> None:
     try:
         known.add([("s1", "Bob", False)])
         assert _cached(known, "s1") and _cached(known, "id0") and not _cached(known, "nobody")
-        known._recent.clear()  # the cache is only a shortcut: SQLite answers the same
+        known.forget_recent()  # the cache is only a shortcut: SQLite answers the same
         assert not _cached(known, "s1")
         assert known.fresh([("s1", True), ("id0", True), ("new", False)]) == ({"new"}, {"s1"})
         assert _cached(known, "s1")  # looked up, so cached again

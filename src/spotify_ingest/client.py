@@ -46,6 +46,9 @@ API calls skip ``httpx.AsyncClient.send`` and go to the transport (aiohttp's wir
 caller gave, ``httpx.ASGITransport`` in tests) with the client's default headers and timeouts: its
 cookie jar, auth and redirect steps do nothing for this API and cost ~0.2 ms a request. With
 proxies from the environment there is no transport of ours and ``AsyncClient`` routes the calls.
+Through our own transport no ``httpx.Request`` is built at all: the client encodes the query once
+per call and hands the URL string and header list to :meth:`AiohttpTransport.get` (httpx parses
+and re-validates every URL it is given, ~0.1 ms of a crawl's CPU per request).
 
 Neither the access token nor the client secret ever appears in an exception, a log record or a
 ``repr``: messages are built from endpoint templates, ids, statuses and the API's error message.
@@ -67,7 +70,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import TracebackType
 from typing import Any, Final, Literal, Protocol, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 import msgspec
@@ -445,6 +448,9 @@ class SpotifyClient:
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
         )
         self._headers = dict(self._http.headers)  # User-Agent, Accept, Accept-Encoding ...
+        self._header_items = list(self._headers.items())
+        # Our own transport takes a URL string and headers as they are (see _get_fast).
+        self._fast = transport if isinstance(transport, AiohttpTransport) else None
         self.tokens = TokenProvider(
             credentials,
             http=self._http,
@@ -660,6 +666,8 @@ class SpotifyClient:
         stats.calls += 1
         self._budget.deposit()
         url = self._api_base + path
+        fast = self._fast
+        full_url = url + "?" + urlencode(params) if params else url
         controller = self._controller
         failures = 0  # 5xx / transport / truncated attempts so far
         rate_replays = 0  # consecutive 429 refusals of this request
@@ -677,20 +685,24 @@ class SpotifyClient:
             # 2. Send.
             try:
                 token = await self.tokens.get()
-                request = httpx.Request(
-                    "GET",
-                    url,
-                    params=params,
-                    headers={**self._headers, "Authorization": "Bearer " + token},
-                    extensions=self._timeouts,
-                )
             except BaseException:  # no token (credentials, token endpoint down) or cancelled
                 self._release(ticket)
                 raise
             stats.requests += 1
             started = time.perf_counter()
             try:
-                response = await self._send(request)
+                if fast is not None:
+                    response = await self._get_fast(fast, full_url, token)
+                else:
+                    response = await self._send(
+                        httpx.Request(
+                            "GET",
+                            url,
+                            params=params,
+                            headers={**self._headers, "Authorization": "Bearer " + token},
+                            extensions=self._timeouts,
+                        )
+                    )
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 controller.on_no_response(ticket)
                 stats.transport_errors += 1
@@ -771,6 +783,17 @@ class SpotifyClient:
                 continue
 
             raise self._client_error(endpoint, path, response)
+
+    async def _get_fast(self, fast: AiohttpTransport, url: str, token: str) -> httpx.Response:
+        """One attempt through :meth:`AiohttpTransport.get`: no ``httpx.Request`` is built."""
+        headers = [*self._header_items, ("Authorization", "Bearer " + token)]
+        response = await fast.get(url, headers, self._timeouts["timeout"])
+        try:
+            await response.aread()
+        except BaseException:
+            await response.aclose()
+            raise
+        return response
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """One attempt: the response with its body read (what ``AsyncClient.send`` returns)."""

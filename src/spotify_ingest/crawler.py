@@ -409,7 +409,9 @@ class Crawler:
             result = self.store.complete(task, outcome)
         except LeaseLostError:
             return  # another worker took the task over after our lease expired: its result counts
-        if result.new_full or result.new_simplified or result.upgraded:
+        if result.changes is not None:
+            self.known.apply(result.changes)
+        elif result.new_full or result.new_simplified or result.upgraded:
             self.known.add((a.id, a.name, isinstance(a, Artist)) for a in outcome.artists)
         self.known.stored(a for a in outcome.artists if isinstance(a, Artist))
         self._in_flight.pop(task.id, None)

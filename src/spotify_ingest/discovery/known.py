@@ -44,6 +44,9 @@ __all__ = ["RECENT_IDS_MAX", "KnownNames"]
 
 # Ids held whose detail is cached in memory: a page's albums and tracks carry mostly artists seen
 # moments ago, so most "is it new?" questions are answered without SQLite (~100 bytes an id).
+# Two generations of half this size each: when the young one is full it becomes the old one and
+# the old one is dropped, so the cache never forgets all at once (it used to, every 200,000 ids:
+# in a 1M crawl each time sent a stretch of pages' artists to the store's look-ups).
 RECENT_IDS_MAX = 200_000
 
 # Additions per transaction of the scratch file. Nothing here needs to be durable (the index is
@@ -98,9 +101,11 @@ class KnownNames:
             """
         )
         self._tracked: dict[str, list[int]] = {}  # prefix -> [held, full], kept up to date
+        self._deepest = 0  # the length of the longest prefix tracked
         # id -> 0 (simplified), 1 (full) or the fingerprint of the full artist last stored, for
         # ids held and seen lately (bounded)
         self._recent: dict[str, int] = {}
+        self._older: dict[str, int] = {}  # the generation before _recent
         self._adds = 0  # calls of add that changed something, for COMMIT_EVERY
 
     def close(self) -> None:
@@ -127,6 +132,12 @@ class KnownNames:
                 changes.append((artist_id, name, 1, int(full)))
             elif full and not was:
                 changes.append((artist_id, name, 0, 1))
+        self.apply(changes)
+
+    def apply(self, changes: Sequence[tuple[str, str, int, int]]) -> None:
+        """Record what a store commit changed, as ``(id, name, new, full)`` (see
+        :class:`~spotify_ingest.store.base.CompletionResult`): ``new`` 1 for an id not held
+        before, 0 for one held simplified and full now. No look-up: the store has made it."""
         if not changes:
             return
         # full afterwards: a new artist if it came full, an upgraded one always
@@ -158,8 +169,9 @@ class KnownNames:
 
     def _tracked_prefixes(self, name: str) -> set[str]:
         tracked = self._tracked
+        deepest = self._deepest  # no tracked prefix is longer than the deepest one tracked
         return {
-            word[:k] for word in name_words(name) for k in range(1, len(word) + 1)
+            word[:k] for word in name_words(name) for k in range(1, min(len(word), deepest) + 1)
         } & tracked.keys()
 
     def _held(self, ids: list[str]) -> dict[str, int]:
@@ -167,8 +179,13 @@ class KnownNames:
         cache = self._recent
         held: dict[str, int] = {}
         misses = []
+        older = self._older
         for artist_id in ids:
             full = cache.get(artist_id)
+            if full is None:
+                full = older.get(artist_id)
+                if full is not None:
+                    self._remember(artist_id, full)
             if full is None:
                 misses.append(artist_id)
             else:
@@ -183,9 +200,16 @@ class KnownNames:
         return held
 
     def _remember(self, artist_id: str, full: int) -> None:
-        if len(self._recent) >= RECENT_IDS_MAX:
-            self._recent.clear()  # forgetting costs a look-up in SQLite, nothing else
+        if len(self._recent) >= RECENT_IDS_MAX // 2:
+            # forgetting costs a look-up in SQLite, nothing else
+            self._older = self._recent
+            self._recent = {}
         self._recent[artist_id] = full
+
+    def forget_recent(self) -> None:
+        """Empty the recent-ids cache (it is only a shortcut: every answer stays the same)."""
+        self._recent = {}
+        self._older = {}
 
     def stored(self, artists: Iterable[Artist]) -> None:
         """Remember the fingerprints of full artists the store has just been given."""
@@ -198,7 +222,10 @@ class KnownNames:
         partial test: False only means "not known to be unchanged"."""
         held = self._recent.get(artist.id)
         if held is None:
-            return False
+            held = self._older.get(artist.id)
+            if held is None:
+                return False
+            self._remember(artist.id, held)  # still in use: into the young generation
         if not isinstance(artist, Artist):
             return True
         return held > 1 and held == _fingerprint(artist)
@@ -248,6 +275,7 @@ class KnownNames:
         counts = self._tracked.get(prefix)
         if counts is None:
             counts = self._tracked[prefix] = list(self._scan(prefix))
+            self._deepest = max(self._deepest, len(prefix))
         return counts[0], counts[1]
 
     def count_all(self, prefixes: Sequence[str]) -> int:

@@ -6,7 +6,8 @@ most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and
 
 * The roots are one-character queries: ``a``-``z``, ``0``-``9``, the Latin letters that do not
   fold to them (``ø``, ``æ``, ``ł`` ...: :data:`LATIN_EXTRA`), one probe letter per other
-  script (:data:`SCRIPTS`), and every first character of a name word seen in any result. A script
+  script (:data:`SCRIPTS`), and every first character of a name or title word seen in any
+  result. A script
   whose probe finds anything, or whose letters appear in any name, *opens*: all its letters
   become roots. CJK ideographs open from a seed of common name characters and snowball.
 * A node's first page tells its ``total``. If ``total`` fits under the reach (``1000 + limit``) the
@@ -56,7 +57,7 @@ split on anything that is not a letter or digit; a run of CJK ideographs or kana
 from __future__ import annotations
 
 import functools
-import itertools
+import operator
 import string
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -184,6 +185,10 @@ class Alphabet:
     # again): most names on a page (album and track artists above all) came on earlier pages.
     _seen_words: set[str] = field(default_factory=set, repr=False)
     _seen_names: set[str] = field(default_factory=set, repr=False)
+    _pairs: set[str] = field(default_factory=set, repr=False)  # "ab" once b followed a
+
+    def __post_init__(self) -> None:
+        self._pairs.update(a + b for a, followers in self.follow.items() for b in followers)
 
     def _add_root(self, char: str, new: set[str]) -> None:
         if char not in self.first:
@@ -200,10 +205,17 @@ class Alphabet:
         return new
 
     def learn(self, names: Iterable[str]) -> set[str]:
-        """Record the characters of ``names``; returns root characters never queued before."""
+        """Record the characters of ``names``; returns root characters never queued before.
+
+        Most words are ASCII: their first character is already a root (``a``-``z0``-``9``), no
+        script can open and no ideograph can hide in them, so only their letter pairs are
+        recorded, as one set difference against the pairs seen (not a loop over the word).
+        """
         new: set[str] = set()
         seen = self._seen_words
         seen_names = self._seen_names
+        pairs = self._pairs
+        follow = self.follow
         for name in names:
             if name in seen_names:
                 continue
@@ -216,13 +228,20 @@ class Alphabet:
                 if len(seen) >= _SEEN_WORDS_MAX:
                     seen.clear()
                 seen.add(word)
+                fresh = set(map(operator.add, word, word[1:]))
+                fresh -= pairs
+                if fresh:
+                    pairs |= fresh
+                    for pair in fresh:
+                        follow.setdefault(pair[0], set()).add(pair[1])
+                if word.isascii():
+                    continue
                 self._add_root(word[0], new)
                 if not _is_base(word[0]):
                     new |= self.open_script(script_of(word[0]))
-                for a, b in itertools.pairwise(word):
-                    self.follow.setdefault(a, set()).add(b)
-                    if _is_ideograph(b):  # any ideograph may start a word
-                        self._add_root(b, new)
+                for char in word[1:]:
+                    if _is_ideograph(char):  # any ideograph may start a word
+                        self._add_root(char, new)
         return new
 
     def children(self, prefix: str) -> tuple[list[str], list[str]]:
@@ -380,6 +399,8 @@ class SearchPlan:
         if page is not None:
             artists.extend(page.items)
             names.extend(a.name for a in page.items)
+        # Titles teach roots too (an ideograph in a title snowballs into CJK names no artist
+        # name on any page has shown yet).
         for album in result.albums.items if result.albums else ():
             artists.extend(album.artists)
             names.append(album.name)
@@ -390,6 +411,11 @@ class SearchPlan:
             names.extend(a.name for a in track.artists)
             if track.album is not None:
                 artists.extend(track.album.artists)
+        if self.known is not None:
+            # An ASCII name or title can teach nothing then: every ASCII character that starts
+            # a word is a root from the start, and the known index, not the letter pairs,
+            # predicts children (see _children). Most names and titles are skipped.
+            names = [name for name in names if not name.isascii()]
         new_first = self.alphabet.learn(names)
         spawn = [search_task(c, 0, self.limit, role="node") for c in sorted(new_first)]
         nodes: list[SearchNode] = []

@@ -107,6 +107,10 @@ class CompletionResult:
     new_simplified: int
     upgraded: int  # known simplified before, full now
     spawned: int
+    # The artists behind those counts, as ``(id, name, new, full)`` with ``new`` 1 for an id not
+    # held before (0 for an upgrade) and ``full`` 1 when it is full now: what the crawler's known
+    # index needs, so that it does not look the ids up again. None: this store does not say.
+    changes: Sequence[tuple[str, str, int, int]] | None = None
 
     @property
     def value(self) -> float:

@@ -402,6 +402,7 @@ class SQLiteStore:
                 stored = self._rows_of(db, list(best))
                 new_full = new_simplified = upgraded = 0
                 rows = []
+                changes: list[tuple[str, str, int, int]] = []
                 for artist_id, artist in best.items():
                     full = isinstance(artist, Artist)
                     before = stored.get(artist_id)
@@ -413,12 +414,15 @@ class SQLiteStore:
                             new_full += 1
                         else:
                             new_simplified += 1
+                        changes.append((artist_id, artist.name, 1, int(full)))
                     elif before[1] == Detail.SIMPLIFIED:
                         upgraded += 1
+                        changes.append((artist_id, artist.name, 0, 1))
                     elif before == row[1:9]:
                         continue  # a full artist seen again, unchanged
                     rows.append(row)
-                db.executemany(_UPSERT_ARTIST, rows)
+                if rows:
+                    db.executemany(_UPSERT_ARTIST, rows)
                 cur = db.execute(
                     "UPDATE tasks SET state = 2, finished_at = ?, requests = ?, value = ? "
                     "WHERE id = ? AND state = 1",
@@ -426,21 +430,23 @@ class SQLiteStore:
                 )
                 if cur.rowcount != 1:
                     raise StoreError(f"task {task.id} was not leased by this crawler")
-                spawned = self._insert_tasks(db, outcome.spawn, now)
-                db.executemany(
-                    "INSERT INTO search_nodes (query, parent, total, status) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (query) DO UPDATE SET total = excluded.total, "
-                    "status = excluded.status",
-                    ((n.query, n.parent, n.total, n.status) for n in outcome.search_nodes),
-                )
-                db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    ((k, json.dumps(v, ensure_ascii=False)) for k, v in outcome.meta.items()),
-                )
+                spawned = self._insert_tasks(db, outcome.spawn, now) if outcome.spawn else 0
+                if outcome.search_nodes:
+                    db.executemany(
+                        "INSERT INTO search_nodes (query, parent, total, status) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (query) DO UPDATE SET "
+                        "total = excluded.total, status = excluded.status",
+                        ((n.query, n.parent, n.total, n.status) for n in outcome.search_nodes),
+                    )
+                if outcome.meta:
+                    db.executemany(
+                        "INSERT INTO meta (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        ((k, json.dumps(v, ensure_ascii=False)) for k, v in outcome.meta.items()),
+                    )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to {self.path}: {exc}") from None
-        return CompletionResult(new_full, new_simplified, upgraded, spawned)
+        return CompletionResult(new_full, new_simplified, upgraded, spawned, changes)
 
     @staticmethod
     def _rows_of(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, tuple[Any, ...]]:
