@@ -275,3 +275,12 @@ def test_a_pair_is_paged_only_while_it_holds_artists_we_lack() -> None:
         assert not plan.skippable("orchestra young", 10, "page", known)
     finally:
         known.close()
+
+
+def test_letters_that_start_no_word_are_roots_only_once_a_name_starts_with_one() -> None:
+    alphabet = Alphabet()
+    opened = alphabet.open_script("KATAKANA")
+    assert "ア" in opened and "カ" in opened
+    assert "ッ" not in opened and "ャ" not in opened  # small kana modify the kana before them
+    assert "ッ" in alphabet.learn(["ッポン"])  # a name that does start with one: queried after all
+    assert "ъ" not in alphabet.open_script("CYRILLIC")

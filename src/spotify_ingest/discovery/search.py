@@ -129,11 +129,22 @@ def script_of(char: str) -> str:
     return "HANGUL" if first == "HANGUL" else first
 
 
+# Letters of a script's span that no word starts with: the small kana (they modify the kana
+# before them), the Cyrillic hard and soft signs, the Arabic teh marbuta and alef maksura (word
+# endings). Each would be a root query that finds nobody; a name seen starting with one still
+# makes it a root (Alphabet.learn).
+NEVER_FIRST = frozenset("ぁぃぅぇぉっゃゅょゎゕゖァィゥェォッャュョヮヵヶъь\u0629\u0649")
+
+
 def script_roots(script: str) -> list[str]:
     """The normalised letters a word of ``script`` may start with (deduplicated, in order)."""
     letters = SCRIPTS[script][1]
     return list(
-        dict.fromkeys(w[0] for w in (normalise(c) for c in letters) if w and w[0].isalnum())
+        dict.fromkeys(
+            w[0]
+            for w in (normalise(c) for c in letters)
+            if w and w[0].isalnum() and w[0] not in NEVER_FIRST
+        )
     )
 
 
