@@ -516,3 +516,28 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
     with pytest.raises(UsageError):
         SpotifyClient(creds, token_url="http://accounts.spotify.com/api/token")
     SpotifyClient(creds, api_base="http://127.0.0.1:8000/v1")  # a local simulator is fine
+
+
+async def test_queries_reach_the_server_alike_through_our_transport_and_httpx_own() -> None:
+    """The default transport gets a URL the client encoded itself (no httpx.Request): spaces,
+    accents, ``&``, ``+``, ``:`` and quotes must reach the server as httpx would send them."""
+    config = SimConfig(artists=N_ARTISTS, rate_limit=False)
+    queries = ["beyoncé", "a b", "ac/dc & co", "year:1990-2000 a", 'artist:"b c"', "c+d #e"]
+    with SimServer(config, catalog=catalog()) as server:
+        creds = Credentials(client_id=server.client_id, client_secret=server.client_secret)  # type: ignore[arg-type]
+        pages: dict[str, list[list[str]]] = {}
+        for name, transport in (("ours", None), ("httpx", httpx.AsyncHTTPTransport())):
+            async with SpotifyClient(
+                creds, api_base=server.api_base, token_url=server.token_url, transport=transport
+            ) as sp:
+                found = []
+                for q in queries:
+                    result = await sp.search(q, types=("artist", "track"), limit=10)
+                    assert result.artists is not None and result.tracks is not None
+                    found.append(
+                        [a.id for a in result.artists.items]
+                        + [str(result.artists.total), str(result.tracks.total)]
+                    )
+                pages[name] = found
+    assert pages["ours"] == pages["httpx"]
+    assert any(len(page) > 2 for page in pages["ours"])  # some query found artists
