@@ -667,7 +667,7 @@ class SpotifyClient:
         self._budget.deposit()
         url = self._api_base + path
         fast = self._fast
-        full_url = url + "?" + urlencode(params) if params else url
+        full_url = url + "?" + urlencode(params) if params and fast is not None else url
         controller = self._controller
         failures = 0  # 5xx / transport / truncated attempts so far
         rate_replays = 0  # consecutive 429 refusals of this request
@@ -787,13 +787,7 @@ class SpotifyClient:
     async def _get_fast(self, fast: AiohttpTransport, url: str, token: str) -> httpx.Response:
         """One attempt through :meth:`AiohttpTransport.get`: no ``httpx.Request`` is built."""
         headers = [*self._header_items, ("Authorization", "Bearer " + token)]
-        response = await fast.get(url, headers, self._timeouts["timeout"])
-        try:
-            await response.aread()
-        except BaseException:
-            await response.aclose()
-            raise
-        return response
+        return await _read_body(await fast.get(url, headers, self._timeouts["timeout"]))
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """One attempt: the response with its body read (what ``AsyncClient.send`` returns)."""
@@ -801,12 +795,7 @@ class SpotifyClient:
             return await self._http.send(request)
         response = await self._direct.handle_async_request(request)
         response.request = request
-        try:
-            await response.aread()  # closes the stream when the body has been read
-        except BaseException:
-            await response.aclose()
-            raise
-        return response
+        return await _read_body(response)
 
     async def _on_429(
         self,
@@ -1008,6 +997,17 @@ def _error_object(response: httpx.Response) -> dict[str, Any]:
 def _error_reason(response: httpx.Response) -> str | None:
     reason = _error_object(response).get("reason")
     return reason if isinstance(reason, str) and reason else None
+
+
+async def _read_body(response: httpx.Response) -> httpx.Response:
+    """The response with its body read (``aread`` closes the stream when done; on failure it is
+    closed here)."""
+    try:
+        await response.aread()
+    except BaseException:
+        await response.aclose()
+        raise
+    return response
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -176,16 +176,10 @@ class KnownNames:
 
     def _held(self, ids: list[str]) -> dict[str, int]:
         """``{id: full}`` of the ids held: from the recent-ids cache, the rest from SQLite."""
-        cache = self._recent
         held: dict[str, int] = {}
         misses = []
-        older = self._older
         for artist_id in ids:
-            full = cache.get(artist_id)
-            if full is None:
-                full = older.get(artist_id)
-                if full is not None:
-                    self._remember(artist_id, full)
+            full = self._cached(artist_id)
             if full is None:
                 misses.append(artist_id)
             else:
@@ -198,6 +192,16 @@ class KnownNames:
                 held[artist_id] = full
                 self._remember(artist_id, full)
         return held
+
+    def _cached(self, artist_id: str) -> int | None:
+        """The recent-ids cache's value for ``artist_id`` (None: not cached); a hit in the older
+        generation moves into the young one, since the id is still in use."""
+        value = self._recent.get(artist_id)
+        if value is None:
+            value = self._older.get(artist_id)
+            if value is not None:
+                self._remember(artist_id, value)
+        return value
 
     def _remember(self, artist_id: str, full: int) -> None:
         if len(self._recent) >= RECENT_IDS_MAX // 2:
@@ -220,12 +224,9 @@ class KnownNames:
         """True if storing ``artist`` can change nothing: a simplified artist we hold (in any
         form), or a full one identical to the one last stored (by its fingerprint). A cheap,
         partial test: False only means "not known to be unchanged"."""
-        held = self._recent.get(artist.id)
+        held = self._cached(artist.id)
         if held is None:
-            held = self._older.get(artist.id)
-            if held is None:
-                return False
-            self._remember(artist.id, held)  # still in use: into the young generation
+            return False
         if not isinstance(artist, Artist):
             return True
         return held > 1 and held == _fingerprint(artist)
