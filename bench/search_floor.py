@@ -17,6 +17,13 @@ per artist, beside the ``1 / limit`` that assumes every artist is listed once. T
 every word in advance (no child that matches nothing, no exact run), so a real crawl can only
 spend more.
 
+``--orderings`` also pages the same tree in two orders, on the simulator's own ranking of each
+leaf, stopping a leaf as soon as every artist it lists is held (what the crawler's known index
+does): *in tree order*, each leaf paged to its end before the next, and *best first*, an oracle
+that always pages next the leaf with the most unheld artists per remaining page (it knows which
+those are), leaving the leaves whose artists other words bring anyway for last. How far apart
+the two are is what any ordering of the pages could still save.
+
     .venv/bin/python bench/search_floor.py --artists 100000 --limit 10
     .venv/bin/python bench/search_floor.py --artists 100000 --limit 50
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import heapq
 import json
 import math
 import sys
@@ -41,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=10, help="results per search call")
     ap.add_argument("--max-offset", type=int, default=1000)
+    ap.add_argument("--orderings", action="store_true", help="page the tree in two orders too")
     args = ap.parse_args(argv)
     reach = args.max_offset + args.limit
 
@@ -68,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     leaves: list[tuple[str, int, bool]] = []  # prefix, total, skippable
     splits = 0
+    split_nodes: list[str] = []
     exact_pages = 0
     stack = sorted({w[0] for w in vocab})
     while stack:
@@ -78,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             leaves.append((prefix, len(found), others))
             continue
         splits += 1
+        split_nodes.append(prefix)
         exact = len(postings.get(prefix, ()))
         if exact and not all(len(words[i]) > 1 for i in postings[prefix]):
             exact_pages += min(exact, reach) // args.limit  # the run a split node's own word needs
@@ -106,8 +117,70 @@ def main(argv: list[str] | None = None) -> int:
         "naive_floor_per_artist": round(1 / args.limit, 4),
         "latin_alphabet": len(LATIN_ALPHABET),
     }
+    if args.orderings:
+        result.update(
+            _orderings(catalog, [p for p, _, _ in leaves], split_nodes, args.limit, reach)
+        )
     print(json.dumps(result))
     return 0
+
+
+def _orderings(
+    catalog: Catalog, leaves: list[str], splits: list[str], limit: int, reach: int
+) -> dict[str, float]:
+    """Requests per artist of paging the leaves in tree order and best first (module docstring).
+    Both pay every node's first page; the artists only an exact run lists are left out of both."""
+    ranked = {p: catalog.search(p, ["artist"], 0, reach)["artist"][1] for p in leaves + splits}
+    n = catalog.n_artists
+
+    def tree_order() -> int:
+        held: set[int] = set()
+        requests = 0
+        for p in splits:
+            requests += 1
+            held.update(ranked[p][:limit])
+        for p in sorted(leaves):
+            items = ranked[p]
+            for offset in range(0, len(items), limit):
+                if offset and held.issuperset(items):
+                    break
+                requests += 1
+                held.update(items[offset : offset + limit])
+        return requests
+
+    def best_first() -> int:
+        held: set[int] = set()
+        requests = 0
+        for p in splits + leaves:
+            requests += 1
+            held.update(ranked[p][:limit])
+        at = dict.fromkeys(leaves, limit)
+
+        def key(p: str) -> float:  # minus unheld artists per remaining page
+            items = ranked[p]
+            pages = math.ceil((len(items) - at[p]) / limit)
+            return -sum(1 for a in items if a not in held) / pages if pages > 0 else 0.0
+
+        heap = [(key(p), p) for p in leaves if len(ranked[p]) > limit]
+        heapq.heapify(heap)
+        while heap:
+            _, p = heapq.heappop(heap)
+            now = key(p)
+            if now == 0.0:
+                continue  # nothing unheld left in this leaf
+            if heap and now > heap[0][0]:
+                heapq.heappush(heap, (now, p))  # its yield fell since it was queued
+                continue
+            requests += 1
+            held.update(ranked[p][at[p] : at[p] + limit])
+            at[p] += limit
+            heapq.heappush(heap, (key(p), p))
+        return requests
+
+    return {
+        "tree_order_requests_per_artist": round(tree_order() / n, 4),
+        "best_first_requests_per_artist": round(best_first() / n, 4),
+    }
 
 
 if __name__ == "__main__":

@@ -176,6 +176,45 @@ def test_only_artists_identical_to_the_stored_ones_count_as_unchanged() -> None:
         known.close()
 
 
+def test_the_store_is_given_only_what_can_change_it_and_told_which_ids_are_new() -> None:
+    full = msgspec.convert({"id": "id9", "name": "Cleo", "genres": ["pop"]}, Artist)
+    known = _known("Anna Bell")  # id0, full
+    try:
+        known.add([("s1", "Bob", False)])
+        page: list[Artist | SimplifiedArtist] = [
+            full,  # never seen: kept, new
+            SimplifiedArtist(id="s1", name="Bob"),  # held simplified: nothing to add
+            SimplifiedArtist(id="id0", name="Anna Bell"),  # held full: nothing to add
+            SimplifiedArtist(id="n2", name="Nina"),  # never seen: kept, new
+            msgspec.convert({"id": "id0", "name": "Anna Bell"}, Artist),  # what it said: unknown
+        ]
+        for cached in (True, False):  # from the recent-ids cache, and from SQLite alone
+            if not cached:
+                known.forget_recent()
+            kept, unseen = known.for_store(page)
+            assert [(a.id, type(a).__name__) for a in kept] == [
+                ("id9", "Artist"), ("n2", "SimplifiedArtist"), ("id0", "Artist")
+            ]  # fmt: skip
+            assert unseen == {"id9", "n2"}
+        known.add([("id9", "Cleo", True)])
+        known.stored([full])
+        assert known.for_store([full]) == ([], frozenset())  # identical to what was stored
+    finally:
+        known.close()
+
+
+def test_the_filter_of_held_ids_never_forgets_one_and_rarely_claims_a_new_one() -> None:
+    from spotify_ingest.discovery.known import ID_FILTER_BITS_LOG2, _IdFilter
+
+    ids = _IdFilter(ID_FILTER_BITS_LOG2)
+    held = [f"held{i:06d}" for i in range(20_000)]
+    for artist_id in held:
+        ids.add(artist_id)
+    assert all(artist_id in ids for artist_id in held)
+    claimed = sum(f"new{i:06d}" in ids for i in range(20_000))
+    assert claimed <= 20  # ~0 expected at 20,000 held in 2**25 bits; 0.1 % is generous
+
+
 def _cached(known: KnownNames, artist_id: str) -> bool:
     """Held, by the recent-ids cache (a simplified artist held can change nothing)."""
     return known.unchanged(SimplifiedArtist(id=artist_id, name="x"))

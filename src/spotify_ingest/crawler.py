@@ -195,6 +195,7 @@ class Crawler:
         self.capabilities = Capabilities()
         self.planner: Planner | None = None
         self.known = KnownNames()
+        self._sole_writer = store.sole_writer
 
     # -- control --------------------------------------------------------------------------------
 
@@ -400,9 +401,12 @@ class Crawler:
             return
         # A simplified artist we hold already can change nothing (the store keeps the fullest
         # form): most of a search page's album and track artists; nor can a full one identical to
-        # the one we stored last. Dropping them here saves the store's look-ups of them.
-        unchanged = self.known.unchanged
-        outcome.artists = [a for a in outcome.artists if not unchanged(a)]
+        # the one we stored last. Dropping them here saves the store's look-ups of them. What
+        # the known index has never held, a store only we write does not hold either: it is
+        # spared looking those ids up too (most of a page's new artists).
+        outcome.artists, unseen = self.known.for_store(outcome.artists)
+        if self._sole_writer:
+            outcome.unseen = unseen
         if self._tasks_done % ALPHABET_EVERY == 0:  # survives a SIGKILL with the task's commit
             outcome.meta = {**outcome.meta, "alphabet": runner.search.alphabet.to_json()}
         try:

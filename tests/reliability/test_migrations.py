@@ -69,7 +69,8 @@ def _rows_v1(db: sqlite3.Connection) -> None:
 
 
 #: version -> a writer of sample rows in that version's schema (0: no database, nothing to write)
-SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _rows_v1}
+# (version 2 moved the artists into a rowid table; their columns, and so the rows, are those of 1)
+SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _rows_v1, 2: _rows_v1}
 
 
 def _build(path: Path, version: int) -> None:
@@ -99,14 +100,24 @@ def _schema(path: Path) -> list[tuple[str, str, str]]:
         )
 
 
+def _unique_columns(db: sqlite3.Connection, table: str) -> list[str]:
+    """The columns of ``table``'s first unique index (artists since version 2: ``id``)."""
+    for index in db.execute(f'PRAGMA index_list("{table}")').fetchall():
+        if index[2]:  # unique
+            return [r[2] for r in db.execute(f'PRAGMA index_info("{index[1]}")')]
+    return []
+
+
 def _keys(path: Path) -> dict[str, set[tuple[object, ...]]]:
-    """Primary-key values of every row of every table (rowid for tables keyed by it)."""
+    """Key values of every row of every table: its primary key, else its unique index, else
+    its rowid."""
     out: dict[str, set[tuple[object, ...]]] = {}
     with contextlib.closing(sqlite3.connect(path)) as db:
         tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         for table in tables:
             info = db.execute(f'PRAGMA table_info("{table}")').fetchall()
-            pk = [row[1] for _, row in sorted((r[5], r) for r in info if r[5])] or ["rowid"]
+            pk = [row[1] for _, row in sorted((r[5], r) for r in info if r[5])]
+            pk = pk or _unique_columns(db, table) or ["rowid"]
             cols = ", ".join(f'"{c}"' if c != "rowid" else c for c in pk)
             out[table] = {tuple(r) for r in db.execute(f'SELECT {cols} FROM "{table}"')}
     return out

@@ -85,6 +85,24 @@ def test_simplified_never_overwrites_full_and_full_upgrades(store: SQLiteStore) 
     assert rows["a2"]["found_by"] == "k"
 
 
+def test_ids_said_unseen_are_not_looked_up_and_a_wrong_hint_loses_nothing(
+    store: SQLiteStore,
+) -> None:
+    """``TaskOutcome.unseen`` spares the look-ups of new ids; the counts follow the hint, but a
+    hint that is wrong (an id held after all) never makes the row less than it was."""
+    store.add_tasks([TaskSpec("k", {"n": n}) for n in range(3)])
+    t1, t2, t3 = store.claim("k", 3)
+    store.complete(t1, TaskOutcome(artists=[full(1, "Real Name")]))
+    before = {a["id"]: a for a in store.iter_artists()}["a1"]
+    r = store.complete(t2, TaskOutcome(artists=[full(2), simple(3)], unseen={"a2", "a3"}))
+    assert (r.new_full, r.new_simplified, r.upgraded) == (1, 1, 0)
+    assert sorted(r.changes or []) == [("a2", "Artist 2", 1, 1), ("a3", "Artist 3", 1, 0)]
+    store.complete(t3, TaskOutcome(artists=[SimplifiedArtist(id="a1", name="X")], unseen={"a1"}))
+    rows = {a["id"]: a for a in store.iter_artists()}
+    assert rows["a1"] == before  # still full, same name, same first_seen
+    assert rows["a2"]["detail"] == "full" and rows["a3"]["detail"] == "simplified"
+
+
 def test_a_failed_commit_leaves_nothing_behind(store: SQLiteStore) -> None:
     store.add_tasks([TaskSpec("k", {"n": 1})])
     (task,) = store.claim("k", 1)

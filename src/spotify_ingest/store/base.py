@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Protocol
@@ -97,6 +98,9 @@ class TaskOutcome:
     search_nodes: Sequence[SearchNode] = ()
     requests: int = 1
     meta: Mapping[str, Any] = field(default_factory=dict)
+    # Ids of ``artists`` the store is known not to hold (the crawler's known index says so, for a
+    # store only this crawler writes): it need not look them up. None: look every id up.
+    unseen: AbstractSet[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,10 @@ class ArtistCounts:
 
 class Store(Protocol):
     """The interface every store backend implements."""
+
+    # True when one crawler process alone writes the store, so that its known index mirrors it
+    # (and TaskOutcome.unseen may be trusted); False when workers share it.
+    sole_writer: bool
 
     def close(self) -> None: ...
 

@@ -266,6 +266,9 @@ class PostgresStore:
     docstring.
     """
 
+    # Workers share the database: no one crawler's known index is the whole of what it holds.
+    sole_writer = False
+
     def __init__(
         self,
         dsn: str,

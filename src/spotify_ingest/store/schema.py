@@ -62,7 +62,44 @@ CREATE TABLE search_nodes (
 ) WITHOUT ROWID;
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1}
+# Version 2: artists in a rowid table, their ids in a unique index of their own. Keyed by its
+# random ids, the table (rows of ~600 bytes with the images) took every new artist to a page of
+# its own all over a file far larger than the page cache; now new rows go to the end of the table
+# and only the small index entry lands at random. A 1M-artist store alone: 0.67 -> 0.46 ms of CPU
+# a finished task (bench numbers in BENCHMARKS.md, session 6). The copy reads the old table in
+# id order, without a sort: a large store migrates in one pass (and a WAL as large as it).
+_V2 = """
+CREATE TABLE artists_v2 (
+    id               TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    detail           INTEGER NOT NULL,
+    genres           TEXT,
+    popularity       INTEGER,
+    followers        INTEGER,
+    images           TEXT,
+    uri              TEXT,
+    external_url     TEXT,
+    found_by         TEXT NOT NULL,
+    first_seen       REAL NOT NULL,
+    updated_at       REAL NOT NULL,
+    hydration_queued INTEGER NOT NULL DEFAULT 0
+);
+
+INSERT INTO artists_v2
+SELECT id, name, detail, genres, popularity, followers, images, uri, external_url, found_by,
+       first_seen, updated_at, hydration_queued
+FROM artists;
+
+DROP TABLE artists;
+
+ALTER TABLE artists_v2 RENAME TO artists;
+
+CREATE UNIQUE INDEX artists_id ON artists (id);
+
+CREATE INDEX artists_to_hydrate ON artists (first_seen) WHERE detail = 0 AND hydration_queued = 0;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

@@ -16,11 +16,18 @@ buys: a commit writes every page its transaction dirtied, and consecutive tasks 
 tasks table, the tail of the artists table): commits took 2.30 s of CPU in a 50k-artist crawl
 one by one, 1.60 s in groups of 16 (crawler 2.48 -> 2.37 ms per request).
 
-What a write costs: a commit writes every page it dirtied, and the artists are keyed by their
-random ids, so most new artists dirty a page of their own. Statement journals live in memory
-(``temp_store``; a group's SAVEPOINTs wrote them to a temporary file) and the page cache is
-32 MiB (:data:`CACHE_KIB`); with the crawler's fingerprints of stored artists, that took a 100k
-extended crawl from 7.3-7.5 to 6.6-6.7 ms of crawler CPU a request, side by side.
+What a write costs: a commit writes every page it dirtied. Artist ids are random, so an index
+keyed by them takes most new artists to a page of their own; since schema version 2 that is only
+the small ``artists_id`` index (~40 bytes an artist), while the rows (~600 bytes, with the
+images) go to the end of a rowid table, a few pages a commit. (Keyed by id, in version 1, a 1M
+store's every new artist read and rewrote a page of a table twenty times the page cache.) A
+crawl that alone writes the file also passes the ids its known index has never held
+(``TaskOutcome.unseen``), and :meth:`SQLiteStore.complete` does not look those up.
+
+Statement journals live in memory (``temp_store``; a group's SAVEPOINTs wrote them to a
+temporary file) and the page cache is 32 MiB (:data:`CACHE_KIB`); with the crawler's fingerprints
+of stored artists, that took a 100k extended crawl from 7.3-7.5 to 6.6-6.7 ms of crawler CPU a
+request, side by side.
 
 In a crawl (``background_checkpoints``) checkpoints run in a thread of their own. Copying the
 WAL back into the database (and its ``fdatasync``) took 20-130 ms at a time inside whichever
@@ -159,6 +166,10 @@ class _Checkpointer:
 
 class SQLiteStore:
     """A :class:`~spotify_ingest.store.base.Store` in one SQLite file."""
+
+    # One crawler process at a time writes the file (the lock file): what its known index holds
+    # is what the file holds, so TaskOutcome.unseen can spare complete() its look-ups.
+    sole_writer = True
 
     def __init__(
         self,
@@ -399,7 +410,10 @@ class SQLiteStore:
                 best[artist.id] = artist
         try:
             with self._tx() as db:
-                stored = self._rows_of(db, list(best))
+                unseen = outcome.unseen
+                stored = self._rows_of(
+                    db, list(best) if unseen is None else [i for i in best if i not in unseen]
+                )
                 new_full = new_simplified = upgraded = 0
                 rows = []
                 changes: list[tuple[str, str, int, int]] = []
