@@ -195,7 +195,6 @@ class Crawler:
         self.capabilities = Capabilities()
         self.planner: Planner | None = None
         self.known = KnownNames()
-        self._sole_writer = store.sole_writer
 
     # -- control --------------------------------------------------------------------------------
 
@@ -405,7 +404,7 @@ class Crawler:
         # the known index has never held, a store only we write does not hold either: it is
         # spared looking those ids up too (most of a page's new artists).
         outcome.artists, unseen = self.known.for_store(outcome.artists)
-        if self._sole_writer:
+        if self.store.sole_writer:
             outcome.unseen = unseen
         if self._tasks_done % ALPHABET_EVERY == 0:  # survives a SIGKILL with the task's commit
             outcome.meta = {**outcome.meta, "alphabet": runner.search.alphabet.to_json()}

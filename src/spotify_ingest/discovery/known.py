@@ -78,7 +78,7 @@ class _IdFilter:
     Most ids the index is asked about and does not have in its recent-ids cache are new ones
     (a page's new artists), and a look-up that finds nothing still reads the B-tree page where
     the id would be: in a 1M crawl the index's artist table outgrows its page cache and those
-    reads were 5 % of the crawler's CPU. :data:`ID_FILTER_BITS` bits and three hashes (of
+    reads were 5 % of the crawler's CPU. ``2 ** ID_FILTER_BITS_LOG2`` bits and three hashes (of
     Python's own, per-process, string hash) answer "never held" for all but ~0.1 % of new ids up
     to a million held, and still for more than half of them at fifteen million.
     """
@@ -100,9 +100,7 @@ class _IdFilter:
         for p in self._positions(key):
             bits[p >> 3] |= 1 << (p & 7)
 
-    def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
+    def __contains__(self, key: str) -> bool:
         bits = self._bits
         return all(bits[p >> 3] & (1 << (p & 7)) for p in self._positions(key))
 
@@ -231,12 +229,19 @@ class KnownNames:
         for artist_id in ids:
             full = self._cached(artist_id)
             if full is None:
-                if artist_id in self._ids:  # else never held: no need to ask SQLite
-                    misses.append(artist_id)
+                misses.append(artist_id)
             else:
                 held[artist_id] = 0 if full == 0 else 1
-        for start in range(0, len(misses), 500):
-            chunk = misses[start : start + 500]
+        held.update(self._looked_up(misses))
+        return held
+
+    def _looked_up(self, ids: list[str]) -> dict[str, int]:
+        """``{id: full}`` of the ids held, from SQLite (ids the recent-ids cache does not know);
+        an id the filter says was never held is not asked about."""
+        wanted = [i for i in ids if i in self._ids]
+        held: dict[str, int] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(f"SELECT id, full FROM artist WHERE id IN ({marks})", chunk)
             for artist_id, full in rows:
@@ -271,26 +276,19 @@ class KnownNames:
         for artist in artists:
             self._remember(artist.id, _fingerprint(artist))
 
-    def unchanged(self, artist: Artist | SimplifiedArtist) -> bool:
-        """True if storing ``artist`` can change nothing: a simplified artist we hold (in any
-        form), or a full one identical to the one last stored (by its fingerprint). A cheap,
-        partial test: False only means "not known to be unchanged"."""
-        held = self._cached(artist.id)
-        return held is not None and not _adds_to(held, artist)
-
     def for_store(
         self, artists: Sequence[Artist | SimplifiedArtist]
     ) -> tuple[list[Artist | SimplifiedArtist], frozenset[str]]:
         """What the store must be given of ``artists``, and the ids among them never held.
 
         Dropped: a simplified artist held in any form, a full one identical to the one last
-        stored (see :meth:`unchanged`). Ids the recent-ids cache does not know are looked up
+        stored (by its fingerprint). Ids the recent-ids cache does not know are looked up
         in SQLite, once for the page; what is not there either has never been held, which a
         store this crawler alone writes need not look up again (``TaskOutcome.unseen``).
         """
         cached = [self._cached(a.id) for a in artists]
         misses = [a.id for a, held in zip(artists, cached, strict=True) if held is None]
-        found = self._held(misses) if misses else {}
+        found = self._looked_up(misses) if misses else {}
         kept: list[Artist | SimplifiedArtist] = []
         unseen: set[str] = set()
         for artist, held in zip(artists, cached, strict=True):

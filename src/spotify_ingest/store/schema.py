@@ -65,9 +65,10 @@ CREATE TABLE search_nodes (
 # Version 2: artists in a rowid table, their ids in a unique index of their own. Keyed by its
 # random ids, the table (rows of ~600 bytes with the images) took every new artist to a page of
 # its own all over a file far larger than the page cache; now new rows go to the end of the table
-# and only the small index entry lands at random. A 1M-artist store alone: 0.67 -> 0.46 ms of CPU
-# a finished task (bench numbers in BENCHMARKS.md, session 6). The copy reads the old table in
-# id order, without a sort: a large store migrates in one pass (and a WAL as large as it).
+# and only the small index entry lands at random. The store alone (bench/store_write.py, 300k
+# artists): 0.74 -> 0.46 ms of CPU a finished task, with TaskOutcome.unseen (BENCHMARKS.md).
+# The copy reads the old table in id order, without a sort: a large store migrates in one pass
+# (and a WAL as large as it).
 _V2 = """
 CREATE TABLE artists_v2 (
     id               TEXT NOT NULL,
