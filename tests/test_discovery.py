@@ -15,7 +15,9 @@ import tempfile
 from pathlib import Path
 
 import msgspec
+import pytest
 
+from spotify_ingest.discovery import known as known_module
 from spotify_ingest.discovery.known import KnownNames
 from spotify_ingest.discovery.search import Alphabet, SearchPlan, search_task
 from spotify_ingest.models import Artist, SearchResult, SimplifiedArtist
@@ -216,6 +218,30 @@ def test_the_filter_of_held_ids_never_forgets_one_and_rarely_claims_a_new_one() 
     assert all(artist_id in ids for artist_id in held)
     claimed = sum(f"new{i:06d}" in ids for i in range(20_000))
     assert claimed <= 20  # ~0 expected at 20,000 held in 2**25 bits; 0.1 % is generous
+
+
+def test_load_rebuilds_in_chunks_what_add_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bulk rebuild at start and the crawl's own path answer every question alike."""
+    monkeypatch.setattr(known_module, "LOAD_CHUNK", 3)  # several chunks, one partly filled
+    rows = [("id0", "Anna Bell", True), ("id1", "Bell Anna Bell", False), ("id2", "Моя Bell", True),
+            ("id3", "Annabel", True), ("id4", "Zed", False), ("id5", "An", True),
+            ("id6", "Bellini", True)]  # fmt: skip
+    loaded, added = KnownNames(), KnownNames()
+    try:
+        added.add(rows)
+        assert loaded.count("an") == (0, 0)  # tracked before the load: kept up to date by it
+        assert loaded.load(iter(rows)) == len(rows)
+        for prefix in ("a", "an", "anna", "b", "bell", "belli", "м", "z", "q"):
+            assert loaded.count(prefix) == added.count(prefix), prefix
+            assert loaded.next_chars(prefix) == added.next_chars(prefix), prefix
+        assert loaded.count("an") == (4, 3)  # Anna Bell, Bell Anna Bell, Annabel, An
+        assert loaded.with_word("bell") == added.with_word("bell") == 3
+        loaded.forget_recent()  # a loaded id is answered by SQLite and its filter
+        asked = [("id1", True), ("id4", False), ("id0", True), ("new", True)]
+        assert loaded.fresh(asked) == added.fresh(asked) == ({"new"}, {"id1"})
+    finally:
+        loaded.close()
+        added.close()
 
 
 def _cached(known: KnownNames, artist_id: str) -> bool:

@@ -238,9 +238,7 @@ class Crawler:
         plan.overflowed.update(
             n.query for n in nodes if n.status == "overflow" and " " not in n.query
         )
-        self.known.add(
-            (a["id"], a["name"], a["detail"] == "full") for a in self.store.iter_artists()
-        )
+        self.known.load(self.store.iter_names())
         runner = TaskRunner(self.client, self.capabilities, plan, kinds, known=self.known)
         usable = frozenset(k for k in kinds if runner.enabled(k))
         seeds: list[TaskSpec] = []

@@ -198,6 +198,19 @@ def test_a_full_artist_seen_again_is_refreshed_not_counted(store: Any) -> None:
     assert row["name"] == "New"
 
 
+def test_iter_names_streams_id_name_and_detail_of_every_artist(store: Any) -> None:
+    store.add_tasks([TaskSpec("k", {"n": n}) for n in range(2)])
+    t1, t2 = store.claim("k", 2)
+    store.complete(t1, TaskOutcome(artists=[full(1, "Ünïcode Name"), simple(2), simple(3)]))
+    store.complete(t2, TaskOutcome(artists=[full(3)]))  # a2 stays simplified, a3 is upgraded
+    names = list(store.iter_names())
+    assert sorted(names) == [("a1", "Ünïcode Name", True), ("a2", "Artist 2", False),
+                             ("a3", "Artist 3", True)]  # fmt: skip
+    assert sorted((a["id"], a["name"], a["detail"] == "full") for a in store.iter_artists()) == (
+        sorted(names)
+    )
+
+
 def test_a_failed_commit_leaves_nothing_behind(store: Any) -> None:
     store.add_tasks([TaskSpec("k", {"n": 1})])
     (task,) = store.claim("k", 1)

@@ -8,7 +8,8 @@ of them ("Anna Bell" under ``a`` and ``b``), and a crawl that pages every node s
 artist about 1.5 times.
 
 The index is a scratch SQLite file in a temporary folder named after the process (not the crawl
-database: it is derived data, rebuilt from the store's artists at start; the folders of crawls
+database: it is derived data, rebuilt from the store's artists at start by :meth:`KnownNames.load`,
+a chunk at a time so that resuming a crawl of millions costs bounded memory; the folders of crawls
 that were killed are deleted by the next one), holding ``(word, artist)`` pairs and whether each
 artist is known in full, so a catalog of millions costs disk, not memory. The first count of a
 prefix is a range scan of the words under it; from then on the prefix is *tracked*: its two
@@ -35,6 +36,7 @@ import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from pathlib import Path
 
 import msgspec
@@ -42,7 +44,7 @@ import msgspec
 from ..models import Artist, SimplifiedArtist
 from ..text import name_words
 
-__all__ = ["RECENT_IDS_MAX", "KnownNames"]
+__all__ = ["LOAD_CHUNK", "RECENT_IDS_MAX", "KnownNames"]
 
 # Ids held whose detail is cached in memory: a page's albums and tracks carry mostly artists seen
 # moments ago, so most "is it new?" questions are answered without SQLite (~100 bytes an id).
@@ -55,6 +57,10 @@ RECENT_IDS_MAX = 200_000
 # rebuilt from the store at start), and a commit writes every page it dirtied: with one per page
 # of results most of the index's CPU went into writing the same interior pages again and again.
 COMMIT_EVERY = 256
+
+# Artists per transaction when the index is rebuilt from the store at start (KnownNames.load):
+# what the rebuild holds in memory at once, whatever the store's size.
+LOAD_CHUNK = 20_000
 
 # Size of the filter of held ids (:class:`_IdFilter`): 2**25 bits, 4 MiB.
 ID_FILTER_BITS_LOG2 = 25
@@ -180,6 +186,41 @@ class KnownNames:
                 changes.append((artist_id, name, 0, 1))
         self.apply(changes)
 
+    def load(self, artists: Iterable[tuple[str, str, bool]]) -> int:
+        """Rebuild from a store at start: record its ``(id, name, full)`` rows, each id once
+        (:meth:`~spotify_ingest.store.base.Store.iter_names`), in an index that holds none of
+        them yet; returns how many.
+
+        Unlike :meth:`add` nothing is looked up or merged: the rows go in :data:`LOAD_CHUNK` at
+        a time, one transaction each, sorted by key so that each chunk walks the tables' pages
+        in order, and memory stays bounded by a chunk whatever the store's size (BENCHMARKS.md,
+        "Resuming a large crawl").
+        """
+        rows = iter(artists)
+        words_of = name_words.__wrapped__  # a million names would only churn the shared cache
+        db = self._db
+        ids = self._ids
+        loaded = 0
+        while chunk := list(islice(rows, LOAD_CHUNK)):
+            if not db.in_transaction:
+                db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO artist (id, full) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET full = MAX(full, excluded.full)",
+                sorted((i, int(full)) for i, _, full in chunk),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO word (word, id) VALUES (?, ?)",
+                sorted((w, i) for i, name, _ in chunk for w in words_of(name)),
+            )
+            db.execute("COMMIT")
+            for artist_id, _, _ in chunk:
+                ids.add(artist_id)
+            if self._tracked:
+                self._count_tracked([(i, name, 1, int(full)) for i, name, full in chunk])
+            loaded += len(chunk)
+        return loaded
+
     def apply(self, changes: Sequence[tuple[str, str, int, int]]) -> None:
         """Record what a store commit changed, as ``(id, name, new, full)`` (see
         :class:`~spotify_ingest.store.base.CompletionResult`): ``new`` 1 for an id not held
@@ -207,6 +248,10 @@ class KnownNames:
         for artist_id, full_after in full_now:
             ids.add(artist_id)
             self._remember(artist_id, full_after)
+        self._count_tracked(changes)
+
+    def _count_tracked(self, changes: Iterable[tuple[str, str, int, int]]) -> None:
+        """Add ``(id, name, new, full)`` changes to the counts of the tracked prefixes."""
         tracked = self._tracked
         if tracked:
             for _, name, d_held, d_full in changes:

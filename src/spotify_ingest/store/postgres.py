@@ -92,7 +92,7 @@ _T = TypeVar("_T")
 Conn = psycopg.Connection[TupleRow]
 
 _RETRIES = 5  # deadlocks / serialisation failures between workers: redo the transaction
-_STREAM_ROWS = 2000  # rows per round trip of iter_artists' server-side cursor
+_STREAM_ROWS = 2000  # rows per round trip of a streamed read's server-side cursor
 
 _ARTIST_COLUMNS = (
     "id", "name", "detail", "genres", "popularity", "followers", "images", "uri",
@@ -693,6 +693,22 @@ class PostgresStore:
         Runs on its own connection in one read-only snapshot (server-side cursor), so it sees a
         consistent catalog while the crawl goes on and does not hold up this store's writes.
         """
+        for row in self._stream(f"SELECT {', '.join(_ARTIST_COLUMNS)} FROM artists ORDER BY id"):
+            item = dict(zip(_ARTIST_COLUMNS, row, strict=True))
+            item["detail"] = Detail(item["detail"]).name.lower()
+            if item["images"] is not None:
+                item["images"] = [_image_dict(img) for img in item["images"]]
+            yield item
+
+    def iter_names(self) -> Iterator[tuple[str, str, bool]]:
+        """Every artist as ``(id, name, full)``, streamed like :meth:`iter_artists` but unsorted
+        and without the other fields: what a crawl's known index is rebuilt from at start."""
+        for artist_id, name, detail in self._stream("SELECT id, name, detail FROM artists"):
+            yield artist_id, name, detail == Detail.FULL
+
+    def _stream(self, query: str) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``query`` through a server-side cursor on a read-only connection of
+        their own, in one snapshot."""
         if self._closed:
             raise StoreError(f"the store for {self.where} is closed")
         try:
@@ -706,13 +722,8 @@ class PostgresStore:
             conn.read_only = True
             with conn.cursor(name="spotify_ingest_artists") as cur:
                 cur.itersize = _STREAM_ROWS
-                cur.execute(f"SELECT {', '.join(_ARTIST_COLUMNS)} FROM artists ORDER BY id")
-                for row in cur:
-                    item = dict(zip(_ARTIST_COLUMNS, row, strict=True))
-                    item["detail"] = Detail(item["detail"]).name.lower()
-                    if item["images"] is not None:
-                        item["images"] = [_image_dict(img) for img in item["images"]]
-                    yield item
+                cur.execute(query)
+                yield from cur
             conn.rollback()
         except psycopg.Error as exc:
             raise StoreError(f"cannot read {self.where}: {self._message(exc)}") from None

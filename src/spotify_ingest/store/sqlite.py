@@ -575,6 +575,16 @@ class SQLiteStore:
                         item[key] = json.loads(item[key])
                 yield item
 
+    def iter_names(self) -> Iterator[tuple[str, str, bool]]:
+        """Every artist as ``(id, name, full)``, streamed in storage order (no sort, no JSON):
+        what a crawl's known index is rebuilt from at start."""
+        cur = self._db.cursor()
+        cur.arraysize = 2000
+        cur.execute("SELECT id, name, detail FROM artists")
+        while rows := cur.fetchmany():
+            for artist_id, name, detail in rows:
+                yield artist_id, name, detail == Detail.FULL
+
     def search_nodes(self) -> list[SearchNode]:
         return [
             SearchNode(*row)
