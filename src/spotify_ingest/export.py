@@ -9,12 +9,13 @@ existing file is replaced only with ``force``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from .errors import ExportError, UsageError
 
@@ -30,10 +31,15 @@ COLUMNS = (
 _PARQUET_BATCH = 10_000
 
 
+# Compact UTF-8 JSON (non-ASCII characters as they are), several times faster than the json
+# module: most of an export's CPU went into encoding.
+_to_json = msgspec.json.Encoder().encode
+
+
 def _write_jsonl(rows: Iterable[dict[str, Any]], fh: Any) -> int:
     n = 0
     for row in rows:
-        fh.write(json.dumps({k: row[k] for k in COLUMNS}, ensure_ascii=False) + "\n")
+        fh.write(_to_json({k: row[k] for k in COLUMNS}) + b"\n")
         n += 1
     return n
 
@@ -47,7 +53,7 @@ def _write_csv(rows: Iterable[dict[str, Any]], fh: Any) -> int:
         for key in COLUMNS:
             value = row[key]
             if key in ("genres", "images") and value is not None:
-                value = json.dumps(value, ensure_ascii=False)
+                value = _to_json(value).decode()
             out.append("" if value is None else value)
         writer.writerow(out)
         n += 1
@@ -118,9 +124,12 @@ def export_artists(
         if fmt == "parquet":
             os.close(fd)
             n = _write_parquet(rows, tmp)
+        elif fmt == "jsonl":
+            with open(fd, "wb") as fh:
+                n = _write_jsonl(rows, fh)
         else:
             with open(fd, "w", encoding="utf-8", newline="") as fh:
-                n = _write_jsonl(rows, fh) if fmt == "jsonl" else _write_csv(rows, fh)
+                n = _write_csv(rows, fh)
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

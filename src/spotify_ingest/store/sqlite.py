@@ -123,6 +123,8 @@ _ARTIST_COLUMNS = (
 
 
 _to_json = msgspec.json.Encoder().encode  # compact UTF-8 JSON: '[{"url":"...","height":640,...}]'
+_from_json = msgspec.json.Decoder().decode
+_DETAIL_NAMES = {d.value: d.name.lower() for d in Detail}  # 1 -> "full"
 
 
 def _artist_row(artist: Artist | SimplifiedArtist, found_by: str, now: float) -> tuple[Any, ...]:
@@ -569,10 +571,10 @@ class SQLiteStore:
         while rows := cur.fetchmany():
             for row in rows:
                 item = dict(zip(_ARTIST_COLUMNS, row, strict=True))
-                item["detail"] = Detail(item["detail"]).name.lower()
+                item["detail"] = _DETAIL_NAMES[item["detail"]]
                 for key in ("genres", "images"):
                     if item[key] is not None:
-                        item[key] = json.loads(item[key])
+                        item[key] = _from_json(item[key])
                 yield item
 
     def iter_names(self) -> Iterator[tuple[str, str, bool]]:
