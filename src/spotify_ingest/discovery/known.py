@@ -194,7 +194,7 @@ class KnownNames:
         the store's size: the rows go :data:`LOAD_CHUNK` at a time into two unindexed staging
         tables, and then into the index tables in key order, sorted by SQLite (which spills to
         temporary files), so that the B-trees are built page after page instead of by random
-        insertions (BENCHMARKS.md, "Resuming a large crawl").
+        insertions (BENCHMARKS.md, session 7, "Resuming").
         """
         rows = iter(artists)
         words_of = name_words.__wrapped__  # a million names would only churn the shared cache
