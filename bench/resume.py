@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import spotify_ingest
 from spotify_ingest.sim.catalog import Catalog
 from spotify_ingest.store.sqlite import SQLiteStore
 
@@ -98,8 +99,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built {args.db} ({args.artists:,} artists) in {time.perf_counter() - t0:.0f} s")
     n = sqlite3.connect(args.db).execute("SELECT COUNT(*) FROM artists").fetchone()[0]
     figures = resume(args.db)
-    import spotify_ingest
-
     print(json.dumps({"artists": n, "code": str(Path(spotify_ingest.__file__).parent), **figures}))
     return 0
 

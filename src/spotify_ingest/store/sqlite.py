@@ -565,27 +565,27 @@ class SQLiteStore:
 
     def iter_artists(self) -> Iterator[dict[str, Any]]:
         """Every artist as a dict of plain values, in id order, streamed from the database."""
-        cur = self._db.cursor()
-        cur.arraysize = 1000
-        cur.execute(f"SELECT {', '.join(_ARTIST_COLUMNS)} FROM artists ORDER BY id")
-        while rows := cur.fetchmany():
-            for row in rows:
-                item = dict(zip(_ARTIST_COLUMNS, row, strict=True))
-                item["detail"] = _DETAIL_NAMES[item["detail"]]
-                for key in ("genres", "images"):
-                    if item[key] is not None:
-                        item[key] = _from_json(item[key])
-                yield item
+        for row in self._stream(f"SELECT {', '.join(_ARTIST_COLUMNS)} FROM artists ORDER BY id"):
+            item = dict(zip(_ARTIST_COLUMNS, row, strict=True))
+            item["detail"] = _DETAIL_NAMES[item["detail"]]
+            for key in ("genres", "images"):
+                if item[key] is not None:
+                    item[key] = _from_json(item[key])
+            yield item
 
     def iter_names(self) -> Iterator[tuple[str, str, bool]]:
         """Every artist as ``(id, name, full)``, streamed in storage order (no sort, no JSON):
         what a crawl's known index is rebuilt from at start."""
+        for artist_id, name, detail in self._stream("SELECT id, name, detail FROM artists"):
+            yield artist_id, name, detail == Detail.FULL
+
+    def _stream(self, query: str) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``query``, fetched a thousand at a time."""
         cur = self._db.cursor()
-        cur.arraysize = 2000
-        cur.execute("SELECT id, name, detail FROM artists")
+        cur.arraysize = 1000
+        cur.execute(query)
         while rows := cur.fetchmany():
-            for artist_id, name, detail in rows:
-                yield artist_id, name, detail == Detail.FULL
+            yield from rows
 
     def search_nodes(self) -> list[SearchNode]:
         return [
