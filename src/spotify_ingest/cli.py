@@ -275,8 +275,16 @@ def stats(
     console.print(f"[bold]{display_db(db)}[/bold]")
     console.print(
         f"artists {counts.total:,} (full {counts.full:,}, simplified {counts.simplified:,}); "
-        f"requests recorded {data['requests']:,}"
+        f"requests of finished tasks {data['requests']:,}",
+        soft_wrap=True,
     )
+    last = data["last_report"]
+    if isinstance(last, dict) and "requests" in last:
+        console.print(
+            f"last run: {last['requests']:,} requests (probes and 429s included), "
+            f"stopped: {last.get('stop_reason', '?')}",
+            soft_wrap=True,
+        )
     table = Table("task kind", "pending", "leased", "done", "failed")
     for kind, by_state in sorted(tasks.items()):
         table.add_row(
