@@ -127,49 +127,45 @@ def main(argv: list[str] | None = None) -> int:
         "naive_floor_per_artist": round(1 / args.limit, 4),
         "latin_alphabet": len(LATIN_ALPHABET),
     }
-    if args.orderings:
-        result.update(
-            _orderings(catalog, [p for p, _, _ in leaves], split_nodes, args.limit, reach)
-        )
-    if args.cover:
-        result.update(
-            _cover(catalog, words, [p for p, _, _ in leaves], split_nodes, args.limit, reach)
-        )
+    if args.orderings or args.cover:
+        leaf_prefixes = [p for p, _, _ in leaves]
+        ranked = {  # each query's artists in the simulator's own order, as far as search reaches
+            p: catalog.search(p, ["artist"], 0, reach)["artist"][1]
+            for p in leaf_prefixes + split_nodes
+        }
+        if args.orderings:
+            result.update(_orderings(ranked, leaf_prefixes, split_nodes, args.limit, n))
+        if args.cover:
+            result.update(_cover(ranked, words, leaf_prefixes, split_nodes, args.limit, n))
     print(json.dumps(result))
     return 0
 
 
 def _cover(
-    catalog: Catalog,
-    words: list[list[str]],
+    ranked: dict[str, list[int]],
+    words: list[tuple[str, ...]],
     leaves: list[str],
     splits: list[str],
     limit: int,
-    reach: int,
+    n: int,
 ) -> dict[str, float | int]:
     """The mandatory pages of the tree and a greedy cover of the rest (module docstring)."""
-    leaf_set = set(leaves)
-
-    def leaf_of(word: str) -> str | None:
-        return next((word[:k] for k in range(1, len(word) + 1) if word[:k] in leaf_set), None)
-
-    n = catalog.n_artists
     covered: set[int] = set()
     optional: list[set[int]] = []
     mandatory = 0
     for p in leaves:
-        items = catalog.search(p, ["artist"], 0, reach)["artist"][1]
+        items = ranked[p]
         for offset in range(0, len(items), limit):
             page = items[offset : offset + limit]
-            if any(all(leaf_of(w) == p for w in words[a]) for a in page):
+            # every word under this leaf: no other leaf lists the artist
+            if any(all(w.startswith(p) for w in words[a]) for a in page):
                 mandatory += 1
                 covered.update(page)
             else:
                 optional.append(set(page))
     for p in splits:
-        covered.update(catalog.search(p, ["artist"], 0, limit)["artist"][1])
-    listed = covered.union(*optional)
-    need = listed - covered
+        covered.update(ranked[p][:limit])
+    need = set().union(*optional) - covered
     uncovered_after_mandatory = len(need)
     # Greedy set cover with lazy gains: a page's gain only falls as others are taken.
     heap = [(-len(page & need), k) for k, page in enumerate(optional) if page & need]
@@ -197,12 +193,10 @@ def _cover(
 
 
 def _orderings(
-    catalog: Catalog, leaves: list[str], splits: list[str], limit: int, reach: int
+    ranked: dict[str, list[int]], leaves: list[str], splits: list[str], limit: int, n: int
 ) -> dict[str, float]:
     """Requests per artist of paging the leaves in tree order and best first (module docstring).
     Both pay every node's first page; the artists only an exact run lists are left out of both."""
-    ranked = {p: catalog.search(p, ["artist"], 0, reach)["artist"][1] for p in leaves + splits}
-    n = catalog.n_artists
 
     def tree_order() -> int:
         held: set[int] = set()
