@@ -101,6 +101,23 @@ def test_requests_in_flight_within_the_grace_do_not_escalate() -> None:
     assert rl.escalations == 2
 
 
+def test_requests_during_a_block_are_logged_with_how_far_into_it_they_came() -> None:
+    rl = limiter(limit=1, escalation_grace=1.0)
+    assert rl.check("c", "x", 0.0).allowed
+    assert not rl.check("c", "x", 10.0).allowed  # the 429 that starts the block (20 s)
+    assert list(rl.blocked_arrivals) == []  # the refusal that starts a block is not inside one
+    rl.check("c", "x", 10.25)  # in flight: inside the grace
+    rl.check("c", "x", 13.0)  # early: escalates, the block restarts at 13
+    rl.check("c", "x", 13.5)
+    assert list(rl.blocked_arrivals) == [
+        (10.25, 0.25, False),
+        (13.0, 3.0, True),
+        (13.5, 0.5, False),
+    ]
+    assert rl.check("c", "x", 13.0 + 40.0).allowed  # after the block: not logged
+    assert len(rl.blocked_arrivals) == 3
+
+
 def test_zero_grace_escalates_every_early_request() -> None:
     rl = limiter(limit=1, escalation_grace=0.0, penalty_cap=1e9)
     assert rl.check("c", "x", 0.0).allowed

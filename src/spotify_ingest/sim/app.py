@@ -503,6 +503,10 @@ class SimState:
             "rejected_429": lim.rejected,
             "rejected_quota": lim.rejected_quota,
             "escalations": lim.escalations,
+            "blocked_arrivals": [
+                {"at_s": round(t, 3), "into_block_s": round(into, 3), "escalated": esc}
+                for t, into, esc in lim.blocked_arrivals
+            ],
             "max_retry_after": lim.max_retry_after,
             "rate_limit": lim.enabled,
             "limit": lim.limit_at(now),

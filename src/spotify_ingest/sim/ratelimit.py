@@ -35,7 +35,9 @@ doubles (capped at ``penalty_cap``), the block restarts from ``now`` for the new
 answer's Retry-After is that penalty. Inside the grace the answer is a plain 429 with the time
 left: requests that were already in flight when the first 429 left the server cannot have obeyed
 it, and a concurrent client should not earn a 24-hour ban for one overshoot. The first request
-after the block ends is judged by the window again and, if accepted, clears the penalty.
+after the block ends is judged by the window again and, if accepted, clears the penalty. Every
+request that arrives during a block is logged (``blocked_arrivals``: when, how far into the block,
+whether it escalated): the ground truth of a client that sends before it was told it may.
 
 Quota (the daily-style quota beside the window): at most ``quota`` accepted requests per client in
 each period ``[k P, (k+1) P)`` counted from the limiter's start. Past it every request is refused
@@ -433,6 +435,9 @@ class RateLimiter:
         self.rejected_quota = 0
         self.escalations = 0
         self.max_retry_after = 0
+        #: Requests that arrived during a block, oldest first (the last 10,000):
+        #: ``(time since origin, seconds since the block started or last grew, escalated)``.
+        self.blocked_arrivals: deque[tuple[float, float, bool]] = deque(maxlen=10_000)
 
     # -- limits ----------------------------------------------------------------------------
 
@@ -488,6 +493,7 @@ class RateLimiter:
             wait = 0.0
             wait_name = GLOBAL_BUCKET
             escalated = False
+            into = max(now - b.blocked_at for _, b in blocked)
             for name, b in blocked:
                 if now - b.blocked_at >= self.escalation_grace:
                     b.penalty = min(self.penalty_cap, max(b.penalty, 1.0) * 2.0)
@@ -499,6 +505,7 @@ class RateLimiter:
                     wait, wait_name = b.blocked_until - now, name
             if escalated:
                 self.escalations += 1
+            self.blocked_arrivals.append((now - self.origin, into, escalated))
             return self._refuse(RATE_REASON, wait, escalated=escalated, bucket=wait_name)
 
         # 2. Quota for the current period.
