@@ -24,6 +24,7 @@ import typer
 
 from . import __version__
 from .benchmark.cli import bench_command
+from .deadline import DEADLINE_PREFIX, RetryDeadline, format_local
 from .errors import (
     EXIT_INTERNAL,
     EXIT_MUST_WAIT,
@@ -329,13 +330,15 @@ def limits(
 
     with open_store(db, create=False) as store:
         rows = store.rate_estimates()
+        deadlines = store.meta_items(DEADLINE_PREFIX + ":")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
+    now = time.time()
+    _print_deadlines(deadlines, now)
     if not rows:
         print("no limit learned yet: run a crawl first", file=sys.stderr)
         return
-    now = time.time()
     for row in rows:
         est = row["estimate"]
         upper = est.get("upper")
@@ -344,6 +347,20 @@ def limits(
             f"{row['api_base']} (client {row['client']}): ~{est['limit']:.0f} requests per "
             f"{est['window']:g}s (known >= {est.get('lower', 0):.0f}, "
             f"< {'?' if upper is None else f'{upper:.0f}'}), learned {age / 60:.0f} min ago"
+        )
+
+
+def _print_deadlines(rows: list[tuple[str, Any]], now: float) -> None:
+    """One line per Retry-After deadline still running (``meta_items`` rows)."""
+    for key, value in rows:
+        deadline = RetryDeadline.from_json(value)
+        if deadline is None or deadline.until <= now:
+            continue
+        _, client, api_base = key.split(":", 2)
+        print(
+            f"{api_base} (client {client}): {deadline.kind} Retry-After running until "
+            f"{format_local(deadline.until)} local time ({deadline.until - now:.0f} s left; "
+            f"met on GET {deadline.endpoint}): nothing is sent before then"
         )
 
 

@@ -151,6 +151,10 @@ BARE_PAUSE_WITHOUT_RETRY_AFTER: Final = 1.0
 _USER_AGENT: Final = "spotify-ingest/0.1 (+httpx)"
 _ERROR_BODY_LIMIT: Final = 64 * 1024
 
+#: ``on_429(seconds, kind, endpoint)``: called on every 429 before anything else happens, with the
+#: wait it asks for (seconds; None: the header is missing), ``"rate"`` or ``"quota"``, and the
+#: endpoint's name: the crawler writes the deadline down before the pause starts.
+RateLimitCallback = Callable[[float | None, str, str], None]
 #: ``on_wait(seconds_left, reason)``: called about once a second while the client waits out a
 #: long Retry-After or a quota with ``wait=True`` (reason is ``"QUOTA_EXCEEDED"`` or None).
 WaitCallback = Callable[[float, str | None], None]
@@ -379,6 +383,7 @@ class SpotifyClient:
         max_wait: float = 900.0,
         wait: bool = False,
         on_wait: WaitCallback | None = None,
+        on_429: RateLimitCallback | None = None,
         settings: ClientSettings | None = None,
         timeout: httpx.Timeout | None = None,
         clock: Clock | None = None,
@@ -405,6 +410,8 @@ class SpotifyClient:
         self._max_wait = float(max_wait)
         self._wait = wait
         self._on_wait = on_wait
+        self.on_429 = on_429
+        self.on_wire = 0  # requests sent whose answer has not arrived yet
         self._clock: Clock = clock or MonotonicClock()
         self._controller: RateControllerLike = controller or _BarePause(
             self._clock, max_wait=self._max_wait, wait=wait, stats=self.stats
@@ -729,6 +736,9 @@ class SpotifyClient:
             if status == 429:
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
                 reason = _error_reason(response)
+                if self.on_429 is not None:
+                    kind = "quota" if reason == QUOTA_REASON else "rate"
+                    self.on_429(retry_after, kind, self._endpoint_name(endpoint))
                 if reason == QUOTA_REASON:
                     self._on_quota_exceeded(ticket, retry_after)
                 else:
@@ -787,15 +797,23 @@ class SpotifyClient:
     async def _get_fast(self, fast: AiohttpTransport, url: str, token: str) -> httpx.Response:
         """One attempt through :meth:`AiohttpTransport.get`: no ``httpx.Request`` is built."""
         headers = [*self._header_items, ("Authorization", "Bearer " + token)]
-        return await _read_body(await fast.get(url, headers, self._timeouts["timeout"]))
+        self.on_wire += 1
+        try:
+            return await _read_body(await fast.get(url, headers, self._timeouts["timeout"]))
+        finally:
+            self.on_wire -= 1
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         """One attempt: the response with its body read (what ``AsyncClient.send`` returns)."""
-        if self._direct is None:
-            return await self._http.send(request)
-        response = await self._direct.handle_async_request(request)
-        response.request = request
-        return await _read_body(response)
+        self.on_wire += 1
+        try:
+            if self._direct is None:
+                return await self._http.send(request)
+            response = await self._direct.handle_async_request(request)
+            response.request = request
+            return await _read_body(response)
+        finally:
+            self.on_wire -= 1
 
     async def _on_429(
         self,

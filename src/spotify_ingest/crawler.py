@@ -17,7 +17,17 @@ attempt counted (after five attempts it is failed). A
 the crawl: in-flight work is given five seconds to finish, everything claimed goes back to pending,
 and the error propagates to the CLI with all state saved.
 
-Stopping on request (Ctrl-C, SIGTERM, ``--max-*``, ``--duration``) is the same clean path.
+Stopping on request (Ctrl-C, SIGTERM, ``--max-*``, ``--duration``) is the same clean path. The
+grace is for requests on the wire only: a worker that waits (for a pause, a pacing slot, a
+backoff, a quota countdown) is cancelled at once, so a stop with nothing on the wire is over in
+a moment. The limits and stop requests are watched from the start, not only once the workers run:
+start-up (a Retry-After deadline learned by an earlier run, the token fetch, the endpoint probe)
+is cancelled by a stop as well, with the same state saved.
+
+Every 429 is written down as a :class:`~spotify_ingest.deadline.RetryDeadline` before its pause
+starts, and a run starts by honouring the one stored (see :mod:`spotify_ingest.deadline`). What
+the crawl waits for is told to ``on_wait(reason, until)`` (``until``: epoch seconds or None) as
+it starts, and ``on_wait(None)`` when it is over.
 """
 
 from __future__ import annotations
@@ -27,20 +37,23 @@ import contextlib
 import gc
 import hashlib
 import json
+import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .auth import TOKEN_ENDPOINT
-from .client import SpotifyClient
+from .client import DEFAULT_QUOTA_WAIT, SpotifyClient
+from .deadline import RetryDeadline, deadline_key, format_local, load_deadline, save_deadline
 from .discovery.capabilities import Capabilities, probe
 from .discovery.known import KnownNames
 from .discovery.planner import Planner
 from .discovery.search import Alphabet, SearchPlan
 from .discovery.tasks import ENDPOINT_OF, STRATEGY_KINDS, STRATEGY_ORDER, TaskRunner
 from .errors import (
+    ApiError,
     AuthenticationError,
     BadRequestError,
     BadResponseError,
@@ -88,6 +101,12 @@ class CrawlOptions:
     max_artists: int | None = None
     duration: float | None = None
     hydrate: bool = True
+    max_wait: float = 900.0  # a stored Retry-After deadline further away than this ends the run
+    wait: bool = False  # ... unless the run may wait out any
+
+
+#: ``on_wait(reason, until)``: what the crawl waits for (None: nothing), until when (epoch seconds).
+WaitNotice = Callable[[str | None, float | None], None]
 
 
 @dataclass
@@ -173,6 +192,7 @@ class Crawler:
         client_id: str,
         api_base: str,
         on_progress: Callable[[Progress], None] | None = None,
+        on_wait: WaitNotice | None = None,
     ) -> None:
         if options.strategy not in STRATEGY_KINDS:
             raise SpotifyIngestError(f"unknown strategy {options.strategy!r}")
@@ -181,7 +201,12 @@ class Crawler:
         self.controller = controller
         self.options = options
         self.on_progress = on_progress
+        self.on_wait = on_wait
         self._estimate_key = estimate_key(client_id, api_base)
+        self._deadline_key = deadline_key(client_id, api_base)
+        self._deadline: RetryDeadline | None = None  # the latest one this run knows
+        self._waiting_until: float | None = None  # monotonic end of the wait shown (None: none)
+        client.on_429 = self.on_429
         self._stop_reason: str | None = None
         self._fatal: BaseException | None = None
         self._started = 0.0
@@ -224,12 +249,65 @@ class Crawler:
     def save_estimate(self) -> None:
         self.store.set_meta(self._estimate_key, json.loads(self.controller.estimate().to_json()))
 
+    def on_429(self, seconds: float | None, kind: str, endpoint: str) -> None:
+        """The client met a 429: write its deadline down (committed) before the pause starts."""
+        if seconds is None:
+            seconds = DEFAULT_QUOTA_WAIT if kind == "quota" else self.controller.window
+        learned = RetryDeadline.after(seconds, kind, endpoint)
+        if learned.later(self._deadline) is learned:
+            self._deadline = learned
+            save_deadline(self.store, self._deadline_key, learned)
+        self._show_wait(learned.describe(), learned.until)
+
+    def _show_wait(self, reason: str | None, until: float | None = None) -> None:
+        if until is not None:
+            self._waiting_until = time.monotonic() + (until - time.time())
+        else:
+            self._waiting_until = None if reason is None else math.inf
+        if self.on_wait is not None:
+            self.on_wait(reason, until)
+
+    async def _honour_deadline(self) -> None:
+        """Wait out the stored Retry-After deadline, or end the run if it is beyond --max-wait."""
+        deadline = load_deadline(self.store, self._deadline_key)
+        if deadline is None or deadline.seconds_left() <= 0:
+            return
+        self._deadline = deadline
+        left = deadline.seconds_left()
+        if left > self.options.max_wait and not self.options.wait:
+            raise MustWaitError(
+                f"Spotify's {'quota' if deadline.kind == 'quota' else 'Retry-After'} (met on "
+                f"GET {deadline.endpoint}) runs until {format_local(deadline.until)}: "
+                f"{left:.0f} s is above --max-wait {self.options.max_wait:.0f} s",
+                wait_seconds=left,
+                reason="QUOTA_EXCEEDED" if deadline.kind == "quota" else None,
+            )
+        end = deadline.monotonic()
+        self.controller.pause_for(left)
+        self._show_wait(deadline.describe(earlier_run=True), deadline.until)
+        await asyncio.sleep(max(0.0, end - time.monotonic()))
+
+    async def _fetch_token(self) -> None:
+        """The first token, in view; a failure is left to the probe, which reports it as before."""
+        self._show_wait("fetching a token")
+        with contextlib.suppress(ApiError):
+            await self.client.tokens.get()
+
+    async def _start_up(self) -> tuple[TaskRunner, Planner]:
+        await self._honour_deadline()
+        await self._fetch_token()
+        prepared = await self._prepare()
+        self._show_wait(None)
+        return prepared
+
     async def _prepare(self) -> tuple[TaskRunner, Planner]:
         recovered = self.store.recover_leases()
         kinds = STRATEGY_KINDS[self.options.strategy]
         if not self.options.hydrate:
             kinds = kinds - {"hydrate"}
+        self._show_wait("probing endpoints")
         self.capabilities = await probe(self.client, {ENDPOINT_OF[k] for k in kinds} | {"artists"})
+        self._show_wait("rebuilding the name index")
         self.store.set_meta("capabilities", self.capabilities.to_json())
         alphabet = Alphabet.from_json(self.store.get_meta("alphabet"))
         plan = SearchPlan(alphabet, limit=self.capabilities.limit("search", 10), known=self.known)
@@ -267,13 +345,39 @@ class Crawler:
     async def run(self) -> CrawlReport:
         """Crawl until done, a limit, a stop request or a fatal error; state is saved on exit."""
         self._started = time.monotonic()
-        runner, planner = await self._prepare()
-        self.planner = planner
-        with _frozen_heap():
-            return await self._loop(runner, planner)
+        ticker = asyncio.create_task(self._tick())  # limits and progress count from the start
+        try:
+            prepared = await self._unless_stopped(self._start_up())
+            if prepared is None:  # stopped during start-up
+                self._save_state()
+                self._emit_progress()
+                return self.report()
+            runner, planner = prepared
+            self.planner = planner
+            with _frozen_heap():
+                return await self._loop(runner, planner)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _unless_stopped(
+        self, work: Coroutine[Any, Any, tuple[TaskRunner, Planner]]
+    ) -> tuple[TaskRunner, Planner] | None:
+        """Run ``work`` until it finishes (its result) or a stop is requested (None)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop_event.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        return None if task.cancelled() else task.result()
 
     async def _loop(self, runner: TaskRunner, planner: Planner) -> CrawlReport:
-        ticker = asyncio.create_task(self._tick())
         workers = [
             asyncio.create_task(self._worker(runner, planner))
             for _ in range(self.options.concurrency)
@@ -289,10 +393,9 @@ class Crawler:
             raise
         finally:
             try:
-                for helper in (ticker, enforcer):
-                    helper.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await helper
+                enforcer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await enforcer
             finally:  # leases go back even if a progress callback failed
                 self._shutdown(planner, runner)
         for result in results:
@@ -304,9 +407,12 @@ class Crawler:
         return self.report()
 
     async def _cancel_after_grace(self, workers: list[asyncio.Task[None]]) -> None:
-        """Once a stop is requested, in-flight requests get ``STOP_GRACE_SECONDS`` to finish."""
+        """Once a stop is requested, requests on the wire get ``STOP_GRACE_SECONDS`` to finish;
+        workers that only wait (pause, pacing, backoff) are not waited for."""
         await self._stop_event.wait()
-        await asyncio.sleep(STOP_GRACE_SECONDS)
+        grace_ends = time.monotonic() + STOP_GRACE_SECONDS
+        while self.client.on_wire and time.monotonic() < grace_ends:
+            await asyncio.sleep(0.05)
         for task in workers:
             task.cancel()
 
@@ -317,6 +423,9 @@ class Crawler:
             self.store.release(list(self._in_flight.values()))
             self._in_flight.clear()
         self.store.set_meta("alphabet", runner.search.alphabet.to_json())
+        self._save_state()
+
+    def _save_state(self) -> None:
         self.save_estimate()
         self.store.set_meta("last_report", self.report().to_json())
         self.store.flush()  # a failed last commit is an error the user must see
@@ -445,6 +554,8 @@ class Crawler:
                 self._fatal = self._fatal or exc
                 self.request_stop("error")
             self._emit_progress()
+            if self._waiting_until is not None and time.monotonic() >= self._waiting_until:
+                self._show_wait(None)
             reason = self._limit_reached()  # also while every worker waits out a long pause
             if reason is not None and not self.stopping:
                 self.request_stop(reason)

@@ -1,4 +1,9 @@
-"""What a running crawl shows: a live Rich panel on a terminal, plain log lines otherwise."""
+"""What a running crawl shows: a live Rich panel on a terminal, plain log lines otherwise.
+
+Both start before the crawl's first request and name what it waits for (a Retry-After deadline,
+the token, the endpoint probe) from the wait's first second: the panel at once, the log with a
+line when a wait begins, then a countdown line every ``log_every`` seconds while it lasts.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +54,8 @@ class CrawlDisplay:
         self._last_log = 0.0
         self._live: Live | None = None
         self._countdown: str | None = None
+        self._waiting: str | None = None  # what the crawl waits for, with its end if known
+        self._waiting_until: float | None = None  # epoch seconds
         self.last: Progress | None = None
 
     def __enter__(self) -> CrawlDisplay:
@@ -81,6 +88,26 @@ class CrawlDisplay:
         if seconds_left <= 0:
             self._countdown = None
 
+    def waiting(self, reason: str | None, until: float | None = None) -> None:
+        """What the crawl waits for now (None: nothing), and until when (epoch seconds or None).
+
+        A new wait shows at once: in the panel, or as a log line of its own."""
+        new = reason is not None and reason != self._waiting
+        self._waiting, self._waiting_until = reason, until if reason is not None else None
+        if self._live is not None:
+            self._live.update(self._render(self.last))
+        elif new:
+            self._last_log = time.monotonic()
+            print(self._wait_line(), file=self.stream, flush=True)
+
+    def _wait_line(self) -> str:
+        if self._waiting is None:
+            return ""
+        if self._waiting_until is None:
+            return f"{self._waiting} ..."
+        left = format_duration(self._waiting_until - time.time())
+        return f"{self._waiting}: {left} left (Ctrl-C stops, state is saved)"
+
     def __call__(self, progress: Progress) -> None:
         self.last = progress
         if self._live is not None:
@@ -90,6 +117,8 @@ class CrawlDisplay:
         if now - self._last_log >= self.log_every or progress.stop_reason is not None:
             self._last_log = now
             print(self.line(progress), file=self.stream, flush=True)
+            if self._waiting is not None and progress.stop_reason is None:
+                print(self._wait_line(), file=self.stream, flush=True)
 
     def _eta(self, p: Progress) -> str:
         if self.target_artists and p.artists and p.elapsed > 0:
@@ -111,7 +140,10 @@ class CrawlDisplay:
             f"(limit est. {est}/{p.window:g}s) 429s {p.rate_limited}{paused} eta {self._eta(p)}"
         )
 
-    def _render(self, p: Progress) -> Group:
+    def _render(self, p: Progress | None) -> Group:
+        waiting = Text(self._wait_line(), style="yellow") if self._waiting else None
+        if p is None:  # before the first progress snapshot: start-up
+            return Group(waiting or Text("starting ..."))
         summary = Table.grid(padding=(0, 2))
         summary.add_column(style="bold")
         summary.add_column()
@@ -133,6 +165,8 @@ class CrawlDisplay:
         for kind, (mean, n) in sorted(p.yields.items(), key=lambda kv: -kv[1][1]):
             yields.add_row(kind, f"{mean:.2f}", f"{n:,}")
         parts: list[Table | Text] = [summary, yields]
+        if waiting is not None:
+            parts.append(waiting)
         if self._countdown:
             parts.append(Text(self._countdown, style="yellow"))
         if p.stop_reason:

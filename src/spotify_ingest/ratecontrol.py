@@ -615,6 +615,14 @@ class RateController:
         if self._waiters:
             self._wake_head()
 
+    def pause_for(self, seconds: float, now: float | None = None) -> None:
+        """Send nothing for ``seconds`` from now: a Retry-After learned by an earlier run."""
+        if now is None:
+            now = self._clock.now()
+        self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+        if self._waiters:
+            self._wake_head()
+
     def release(self, ticket: Ticket) -> None:
         """Give back a ticket whose request was never sent (e.g. the caller was cancelled)."""
         if ticket.state != _INFLIGHT:

@@ -170,6 +170,8 @@ async def _crawl(
         max_artists=req.max_artists,
         duration=req.duration,
         hydrate=req.hydrate,
+        max_wait=req.max_wait,
+        wait=req.wait,
     )
     received: list[int] = []
     async with SpotifyClient(
@@ -190,6 +192,7 @@ async def _crawl(
             client_id=client_id,
             api_base=endpoint.api_base,
             on_progress=display,
+            on_wait=display.waiting,
         )
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()

@@ -948,6 +948,12 @@ class SharedRateController:
         self._spawn(self._release_script, [ticket.seq])  # the server did not count it
         self._spawn(self._pause_script, [_num(ra)])
 
+    def pause_for(self, seconds: float) -> None:
+        """Pause every worker for ``seconds``: a Retry-After learned elsewhere (an earlier run)."""
+        seconds = max(0.0, seconds)
+        self._local_pause = max(self._local_pause, time.monotonic() + seconds)
+        self._spawn(self._pause_script, [_num(seconds)])
+
     def release(self, ticket: SharedTicket) -> None:
         """Give back a ticket whose request was never sent (cancelled, no token)."""
         if ticket.state != _INFLIGHT:

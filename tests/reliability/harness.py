@@ -425,6 +425,50 @@ def read_db(path: Path) -> DbState:
     )
 
 
+def stored_deadline(path: Path) -> dict[str, Any] | None:
+    """The Retry-After deadline a crawl wrote (its meta row), or None; read-only, from outside."""
+    if not path.exists():
+        return None
+    uri = f"file:{path}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=1.0)) as db:
+            row = db.execute(
+                "SELECT value FROM meta WHERE key LIKE 'retry_deadline:%' ORDER BY key LIMIT 1"
+            ).fetchone()
+    except sqlite3.Error:  # the schema is not there yet
+        return None
+    value: dict[str, Any] | None = json.loads(row[0]) if row else None
+    return value
+
+
+def kill_while_paused(
+    cmd: Sequence[str], *, cwd: Path, db: Path, kills: int, timeout: float = 60.0
+) -> list[dict[str, Any]]:
+    """Start ``cmd``; once it has written a new Retry-After deadline (it met a 429 and is paused),
+    SIGKILL it and start it again at once, ``kills`` times. Returns the deadlines killed in."""
+    killed: list[dict[str, Any]] = []
+    seen = stored_deadline(db)
+    for _ in range(kills):
+        proc = subprocess.Popen(
+            list(cmd), cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            ends = time.monotonic() + timeout
+            while (row := stored_deadline(db)) is None or row == seen:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the crawl exited ({proc.returncode}) before a 429")
+                if time.monotonic() > ends:
+                    raise RuntimeError("no 429 within the timeout")
+                time.sleep(0.005)
+        finally:
+            proc.kill()
+            proc.wait()
+        seen = row
+        killed.append(row)
+    return killed
+
+
 def all_db_text(path: Path) -> str:
     """Every value of every row of every table, as text (for secret scans)."""
     out: list[str] = []

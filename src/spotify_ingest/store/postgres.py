@@ -751,6 +751,16 @@ class PostgresStore:
             out.append({"client": client, "api_base": api_base, "estimate": value})
         return out
 
+    def meta_items(self, prefix: str) -> list[tuple[str, Any]]:
+        """The meta rows whose key starts with ``prefix`` (``"retry_deadline:"`` ...), by key."""
+        rows = self._read(
+            lambda c: c.execute(
+                "SELECT key, value FROM meta WHERE left(key, %s) = %s ORDER BY key",
+                (len(prefix), prefix),
+            ).fetchall()
+        )
+        return [(key, value) for key, value in rows]
+
     def requests_done(self) -> int:
         row = self._read(
             lambda c: c.execute(

@@ -605,6 +605,14 @@ class SQLiteStore:
             out.append({"client": client, "api_base": api_base, "estimate": json.loads(value)})
         return out
 
+    def meta_items(self, prefix: str) -> list[tuple[str, Any]]:
+        """The meta rows whose key starts with ``prefix`` (``"retry_deadline:"`` ...), by key."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key",
+            (len(prefix), prefix),
+        )
+        return [(key, json.loads(value)) for key, value in rows]
+
     def requests_done(self) -> int:
         row = self._db.execute("SELECT COALESCE(SUM(requests), 0) FROM tasks WHERE state = 2")
         return int(row.fetchone()[0])
