@@ -257,7 +257,8 @@ class Crawler:
         if learned.later(self._deadline) is learned:
             self._deadline = learned
             save_deadline(self.store, self._deadline_key, learned)
-        self._show_wait(learned.describe(), learned.until)
+        if self.options.wait or (kind == "rate" and seconds <= self.options.max_wait):
+            self._show_wait(learned.describe(), learned.until)  # else the client ends the run
 
     def _show_wait(self, reason: str | None, until: float | None = None) -> None:
         if until is not None:

@@ -1,8 +1,10 @@
 """What a running crawl shows: a live Rich panel on a terminal, plain log lines otherwise.
 
 Both start before the crawl's first request and name what it waits for (a Retry-After deadline,
-the token, the endpoint probe) from the wait's first second: the panel at once, the log with a
-line when a wait begins, then a countdown line every ``log_every`` seconds while it lasts.
+the token, the endpoint probe) within the wait's first second: the panel at once; the log with a
+line once a wait has lasted ``WAIT_LOG_AFTER`` (a wait that is over sooner, as most token fetches
+and probes are, leaves no line), then a countdown line every ``log_every`` seconds while it lasts.
+Log lines start with the time since the crawl started (``[0m05s]``), as progress lines do.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from rich.text import Text
 
 from .crawler import Progress
 
-__all__ = ["CrawlDisplay", "format_duration"]
+__all__ = ["WAIT_LOG_AFTER", "CrawlDisplay", "format_duration"]
+
+WAIT_LOG_AFTER = 0.5  # seconds a wait lasts before the log names it
 
 
 def format_duration(seconds: float) -> str:
@@ -51,11 +55,14 @@ class CrawlDisplay:
         self.target_artists = target_artists
         self.target_requests = target_requests
         self.log_every = log_every
-        self._last_log = 0.0
+        self._started = time.monotonic()
+        self._last_log = self._started  # the first progress line after log_every
         self._live: Live | None = None
         self._countdown: str | None = None
         self._waiting: str | None = None  # what the crawl waits for, with its end if known
         self._waiting_until: float | None = None  # epoch seconds
+        self._wait_since = 0.0  # monotonic start of that wait
+        self._wait_logged = False
         self.last: Progress | None = None
 
     def __enter__(self) -> CrawlDisplay:
@@ -91,14 +98,22 @@ class CrawlDisplay:
     def waiting(self, reason: str | None, until: float | None = None) -> None:
         """What the crawl waits for now (None: nothing), and until when (epoch seconds or None).
 
-        A new wait shows at once: in the panel, or as a log line of its own."""
-        new = reason is not None and reason != self._waiting
+        The panel shows it at once; the log once it has lasted ``WAIT_LOG_AFTER``."""
+        if reason != self._waiting:
+            self._wait_since = time.monotonic()
+            self._wait_logged = False
         self._waiting, self._waiting_until = reason, until if reason is not None else None
         if self._live is not None:
             self._live.update(self._render(self.last))
-        elif new:
-            self._last_log = time.monotonic()
-            print(self._wait_line(), file=self.stream, flush=True)
+
+    def _log_wait(self, now: float) -> None:
+        """Plain mode: a line for a wait that has lasted long enough and has none yet."""
+        if self._waiting is None or self._wait_logged or now - self._wait_since < WAIT_LOG_AFTER:
+            return
+        self._wait_logged = True
+        self._last_log = now
+        print(f"[{format_duration(now - self._started)}] {self._wait_line()}", file=self.stream,
+              flush=True)  # fmt: skip
 
     def _wait_line(self) -> str:
         if self._waiting is None:
@@ -114,11 +129,13 @@ class CrawlDisplay:
             self._live.update(self._render(progress))
             return
         now = time.monotonic()
+        self._log_wait(now)
         if now - self._last_log >= self.log_every or progress.stop_reason is not None:
             self._last_log = now
             print(self.line(progress), file=self.stream, flush=True)
             if self._waiting is not None and progress.stop_reason is None:
-                print(self._wait_line(), file=self.stream, flush=True)
+                prefix = f"[{format_duration(progress.elapsed)}] "
+                print(prefix + self._wait_line(), file=self.stream, flush=True)
 
     def _eta(self, p: Progress) -> str:
         if self.target_artists and p.artists and p.elapsed > 0:

@@ -441,21 +441,38 @@ def stored_deadline(path: Path) -> dict[str, Any] | None:
     return value
 
 
+def expire_deadline(path: Path) -> None:
+    """Let the stored Retry-After deadline pass (a test's stand-in for waiting hours)."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        for key, value in db.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'retry_deadline:%'"
+        ).fetchall():
+            row = json.loads(value)
+            row["until"] = time.time() - 1.0
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(row), key))
+
+
 def kill_while_paused(
-    cmd: Sequence[str], *, cwd: Path, db: Path, kills: int, timeout: float = 60.0
-) -> list[dict[str, Any]]:
-    """Start ``cmd``; once it has written a new Retry-After deadline (it met a 429 and is paused),
-    SIGKILL it and start it again at once, ``kills`` times. Returns the deadlines killed in."""
-    killed: list[dict[str, Any]] = []
-    seen = stored_deadline(db)
+    cmd: Sequence[str],
+    *,
+    cwd: Path,
+    kills: int,
+    pause_marker: Callable[[], Any],
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+) -> list[Any]:
+    """Start ``cmd``; once ``pause_marker()`` changes (not to None: the crawl met a new 429 and
+    is paused), SIGKILL it and start it again at once, ``kills`` times. Returns the markers."""
+    killed: list[Any] = []
+    seen = pause_marker()
     for _ in range(kills):
         proc = subprocess.Popen(
-            list(cmd), cwd=cwd, env=cli_env(), stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            list(cmd), cwd=cwd, env=dict(env) if env is not None else cli_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             ends = time.monotonic() + timeout
-            while (row := stored_deadline(db)) is None or row == seen:
+            while (marker := pause_marker()) is None or marker == seen:
                 if proc.poll() is not None:
                     raise RuntimeError(f"the crawl exited ({proc.returncode}) before a 429")
                 if time.monotonic() > ends:
@@ -464,8 +481,8 @@ def kill_while_paused(
         finally:
             proc.kill()
             proc.wait()
-        seen = row
-        killed.append(row)
+        seen = marker
+        killed.append(marker)
     return killed
 
 

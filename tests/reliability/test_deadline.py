@@ -159,7 +159,9 @@ def test_sigkill_while_paused_ten_times_never_sends_into_the_ban(
     with SimProcess(*SIM_ARGS[:-1], "40", "--escalation-grace", "0") as sim:
         cmd = crawl_cmd(sim, db, "--strategy", "search", "--concurrency", "1")
         started = time.monotonic()
-        killed = kill_while_paused(cmd, cwd=tmp_path, db=db, kills=10)
+        killed = kill_while_paused(
+            cmd, cwd=tmp_path, kills=10, pause_marker=lambda: stored_deadline(db)
+        )
         final = run_cli(cmd, cwd=tmp_path)
         elapsed = time.monotonic() - started
         stats = sim.stats()

@@ -49,6 +49,7 @@ from .harness import (
     cli_env,
     consistency_problems,
     crawl_cmd,
+    expire_deadline,
     json_error,
     read_db,
     run_cli,
@@ -419,6 +420,7 @@ def test_retry_after_of_hours_exits_75_and_resumes(
     def later(sim: ServedSim, i: int) -> None:  # three hours later: the API answers again
         stopped.append(read_db(tmp_path / "fault.db"))
         switch["on"] = False
+        expire_deadline(tmp_path / "fault.db")  # and the Retry-After stored with it has run out
 
     out = crawl(tmp_path, faulty=Faulty(answer=long_429), runs=2, between=later)
     first = out.runs[0]
