@@ -203,6 +203,20 @@ def test_429_without_retry_after_pauses_one_window() -> None:
     assert rc.ready_at() >= rc.paused_until
 
 
+def test_pause_for_a_deadline_of_an_earlier_run_holds_every_send_until_it() -> None:
+    clock = ManualClock(100.0)
+    rc = RateController(3.0, clock=clock)
+    rc.pause_for(7.5)
+    assert rc.paused_until == pytest.approx(107.5)
+    clock.t = 107.4
+    assert rc.try_acquire() is None
+    assert rc.ready_at() >= 107.5
+    rc.pause_for(0.05)  # one that ends sooner never shortens the pause
+    assert rc.paused_until == pytest.approx(107.5)
+    clock.t = 107.5
+    assert rc.try_acquire() is not None
+
+
 def test_refused_request_is_not_counted_and_lost_one_is() -> None:
     clock = ManualClock(10.0)
     rc = RateController(30.0, clock=clock, initial_limit=100)

@@ -134,6 +134,18 @@ async def test_quota_429_pauses_everyone_without_evidence(make: Any) -> None:
     assert view["refusals"] == 0 and view["lo"] == a.estimate().lower
 
 
+async def test_a_deadline_learned_by_an_earlier_run_pauses_every_worker(make: Any) -> None:
+    """A worker that starts into a stored Retry-After puts it into the shared pause."""
+    a = await make(warm_start=warm(10))
+    b = await make()
+    a.pause_for(1.5)
+    await a.flush()
+    assert a.paused_until > time.monotonic() + 1.3
+    view = await b.refresh()
+    assert 1.3 < view["paused_for"] <= 1.51
+    assert view["refusals"] == 0
+
+
 async def test_estimate_is_shared_and_seeded_by_the_first_warm_start(make: Any) -> None:
     a = await make(warm_start=warm(50, window=2.0))  # 50 per 2 s = 25 per 1 s
     b = await make(warm_start=warm(400))  # the budget exists already: ignored
