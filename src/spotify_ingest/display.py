@@ -58,7 +58,6 @@ class CrawlDisplay:
         self._started = time.monotonic()
         self._last_log = self._started  # the first progress line after log_every
         self._live: Live | None = None
-        self._countdown: str | None = None
         self._waiting: str | None = None  # what the crawl waits for, with its end if known
         self._waiting_until: float | None = None  # epoch seconds
         self._wait_since = 0.0  # monotonic start of that wait
@@ -84,16 +83,12 @@ class CrawlDisplay:
             self._live = None
 
     def countdown(self, seconds_left: float, reason: str | None) -> None:
-        """Shown while the client waits out a long Retry-After or a quota (``--wait``)."""
-        why = "quota spent" if reason == "QUOTA_EXCEEDED" else "rate limited"
-        self._countdown = (
-            f"{why}: waiting {format_duration(seconds_left)} (Ctrl-C stops, state is saved)"
-        )
-        if self._live is None and time.monotonic() - self._last_log >= self.log_every:
-            self._last_log = time.monotonic()
-            print(self._countdown, file=self.stream, flush=True)
+        """The client's countdown of a long Retry-After or a quota (``--wait``), as a wait."""
         if seconds_left <= 0:
-            self._countdown = None
+            self.waiting(None)
+        elif self._waiting is None:  # else the crawl named this wait already
+            what = "quota to refill" if reason == "QUOTA_EXCEEDED" else "Retry-After"
+            self.waiting(f"waiting for Spotify's {what}", time.time() + seconds_left)
 
     def waiting(self, reason: str | None, until: float | None = None) -> None:
         """What the crawl waits for now (None: nothing), and until when (epoch seconds or None).
@@ -184,8 +179,6 @@ class CrawlDisplay:
         parts: list[Table | Text] = [summary, yields]
         if waiting is not None:
             parts.append(waiting)
-        if self._countdown:
-            parts.append(Text(self._countdown, style="yellow"))
         if p.stop_reason:
             parts.append(Text(f"stopping: {p.stop_reason}", style="bold"))
         return Group(*parts)
