@@ -216,6 +216,8 @@ async def _crawl(
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signum)
+                if received:  # stopping already: a signal a moment late must not cut the end short
+                    signal.signal(signum, signal.SIG_IGN)
             if shared is not None:
                 await shared.aclose()
     code = 0
