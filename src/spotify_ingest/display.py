@@ -3,8 +3,9 @@
 Both start before the crawl's first request and name what it waits for (a Retry-After deadline,
 the token, the endpoint probe) within the wait's first second: the panel at once; the log with a
 line once a wait has lasted ``WAIT_LOG_AFTER`` (a wait that is over sooner, as most token fetches
-and probes are, leaves no line), then a countdown line every ``log_every`` seconds while it lasts.
-Log lines start with the time since the crawl started (``[0m05s]``), as progress lines do.
+and probes are, leaves no line; one known to end more than ``LONG_WAIT`` from now gets it at
+once), then a countdown line every ``log_every`` seconds while it lasts. Log lines start with the
+time since the crawl started (``[0m05s]``), as progress lines do.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .crawler import Progress
 __all__ = ["WAIT_LOG_AFTER", "CrawlDisplay", "format_duration"]
 
 WAIT_LOG_AFTER = 0.5  # seconds a wait lasts before the log names it
+LONG_WAIT = 2.0  # ... unless it is known to last longer than this
 
 
 def format_duration(seconds: float) -> str:
@@ -94,12 +96,16 @@ class CrawlDisplay:
         """What the crawl waits for now (None: nothing), and until when (epoch seconds or None).
 
         The panel shows it at once; the log once it has lasted ``WAIT_LOG_AFTER``."""
+        now = time.monotonic()
         if reason != self._waiting:
-            self._wait_since = time.monotonic()
+            long_wait = until is not None and until - time.time() > LONG_WAIT
+            self._wait_since = now - WAIT_LOG_AFTER if long_wait else now
             self._wait_logged = False
         self._waiting, self._waiting_until = reason, until if reason is not None else None
         if self._live is not None:
             self._live.update(self._render(self.last))
+        else:
+            self._log_wait(now)
 
     def _log_wait(self, now: float) -> None:
         """Plain mode: a line for a wait that has lasted long enough and has none yet."""
