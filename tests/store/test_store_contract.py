@@ -282,6 +282,19 @@ def test_rate_estimates_list_learned_limits(store: Any) -> None:
     ]
 
 
+def test_meta_items_lists_the_rows_under_a_prefix_by_key(store: Any) -> None:
+    store.set_meta("retry_deadline:b:https://api.example/v1", {"until": 2.0})
+    store.set_meta("retry_deadline:a:https://api.example/v1", {"until": 1.0})
+    store.set_meta("retry_deadlines_are_not_this", 0)
+    store.set_meta("rate_estimate:a:https://api.example/v1", {"rate": 2.5})
+    store.flush()
+    assert store.meta_items("retry_deadline:") == [
+        ("retry_deadline:a:https://api.example/v1", {"until": 1.0}),
+        ("retry_deadline:b:https://api.example/v1", {"until": 2.0}),
+    ]
+    assert store.meta_items("%") == []  # a prefix, not a LIKE pattern
+
+
 def test_a_database_from_a_newer_schema_is_refused_untouched(backend: Backend) -> None:
     backend.open().close()
     backend.set_version(backend.schema_version + 1)
