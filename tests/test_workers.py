@@ -283,3 +283,45 @@ def test_workers_without_redis_warn_that_the_budget_is_not_shared(tmp_path: Path
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("warning: --workers 2 without --redis"), result.stderr
     assert result.returncode == 4 and lines[-1].startswith("error: "), result.stderr
+
+
+def test_workers_started_into_a_stored_retry_after_send_nothing_and_stop_at_once(
+    schema: PgSchema, redis_prefix: tuple[str, str], sim_config: SimConfig
+) -> None:
+    """A Retry-After an earlier run met is in the shared database: beyond --max-wait the fleet
+    exits 75 without a request; with --wait every worker waits in view, and Ctrl-C stops them."""
+    from spotify_ingest.deadline import RetryDeadline, deadline_key, save_deadline
+    from spotify_ingest.store.postgres import PostgresStore
+
+    url, prefix = redis_prefix
+    assert schema.url is not None
+    with SimServer(sim_config) as sim:
+        with PostgresStore(schema.url) as store:
+            key = deadline_key(sim.client_id, sim.api_base)
+            save_deadline(store, key, RetryDeadline.after(600.0, "rate", "/v1/search"))
+        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url)
+        argv += ["--redis-prefix", prefix]
+        refused = subprocess.run(
+            [*argv, "--max-wait", "60"], env=env(sim), capture_output=True, text=True, timeout=60
+        )
+        parent = subprocess.Popen(
+            [*argv, "--wait"], env=env(sim), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            time.sleep(4.0)  # the workers start and wait
+            sent = time.monotonic()
+            parent.send_signal(signal.SIGINT)
+            _, stderr = parent.communicate(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            if parent.poll() is None:
+                parent.kill()
+                parent.wait()
+        truth = httpx.get(sim.base_url + "/__sim/stats").json()
+    assert refused.returncode == 75, refused.stderr[-3000:]
+    assert "above --max-wait 60 s" in refused.stderr
+    assert parent.returncode == 130, stderr[-3000:]
+    assert "learned by an earlier run" in stderr
+    assert took <= 2.0, f"Ctrl-C took {took:.1f} s"
+    assert truth["requests_total"] == 0 and truth["tokens"]["issued"] == 0
