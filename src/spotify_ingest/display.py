@@ -22,7 +22,7 @@ from rich.text import Text
 
 from .crawler import Progress
 
-__all__ = ["WAIT_LOG_AFTER", "CrawlDisplay", "format_duration"]
+__all__ = ["CrawlDisplay", "format_duration"]
 
 WAIT_LOG_AFTER = 0.5  # seconds a wait lasts before the log names it
 LONG_WAIT = 2.0  # ... unless it is known to last longer than this
@@ -113,8 +113,8 @@ class CrawlDisplay:
             return
         self._wait_logged = True
         self._last_log = now
-        print(f"[{format_duration(now - self._started)}] {self._wait_line()}", file=self.stream,
-              flush=True)  # fmt: skip
+        line = f"[{format_duration(now - self._started)}] {self._wait_line()}"
+        print(line, file=self.stream, flush=True)
 
     def _wait_line(self) -> str:
         if self._waiting is None:
