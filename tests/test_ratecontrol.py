@@ -28,8 +28,11 @@ import selectors
 import time
 from typing import Any
 
+import httpx
 import pytest
 
+from spotify_ingest.client import SpotifyClient
+from spotify_ingest.config import Credentials
 from spotify_ingest.ratecontrol import LimitEstimate, RateController, Ticket
 from spotify_ingest.ratemodel import (
     FixedRatePolicy,
@@ -40,6 +43,9 @@ from spotify_ingest.ratemodel import (
     controller_run,
     run,
 )
+from spotify_ingest.sim.app import SimConfig
+from spotify_ingest.sim.catalog import Catalog
+from spotify_ingest.sim.server import SimServer
 
 LIMITS = (5, 10, 40, 150, 600)
 WINDOWS = (1.0, 2.0, 3.0, 30.0)
@@ -176,6 +182,37 @@ def test_cold_start_overshoot_is_bounded(limit: int, window: float, seed: int) -
     assert res.refused, "the ramp must meet the limit"
     assert res.overshoot() <= max(2, limit // 20)
     assert res.escalations == 0
+
+
+@pytest.mark.parametrize("limit", [40, 200])
+async def test_cold_start_overshoot_is_bounded_over_http(limit: int) -> None:
+    """The same bound against the simulator over HTTP (30 ms mean latency), 64 workers ramping
+    through the client until the first 429."""
+    window, workers = 1.0, 64
+    catalog = Catalog(200, 5)
+    config = SimConfig(artists=200, seed=5, limit=limit, window=window, latency_ms=30.0)
+    rc = RateController(window, max_concurrency=workers)
+    with SimServer(config, catalog=catalog) as sim:
+        creds = Credentials(client_id=sim.client_id, client_secret=sim.client_secret)
+        stop = time.monotonic() + 20.0
+        async with SpotifyClient(
+            creds, api_base=sim.api_base, token_url=sim.token_url, controller=rc
+        ) as sp:
+
+            async def worker(i: int) -> None:
+                while rc.mode == "cold" and time.monotonic() < stop:
+                    await sp.artist(catalog.artist_id(i % 200))
+
+            await asyncio.gather(*(worker(i) for i in range(workers)))
+        stats = httpx.get(sim.base_url + "/__sim/stats").json()
+    assert rc.mode != "cold", "the ramp must meet the limit"
+    assert stats["rejected_429"] == len(rc.refusals)  # the client saw every refusal
+    # Those answered within the first Retry-After (>= 1 s): the ramp's. (The workers waiting when
+    # it came send once more after the pause, which may start a probe.)
+    first = rc.refusals[0][0]
+    ramp = [kind for t, kind in rc.refusals if t < first + 1.0]
+    assert len(ramp) - 1 <= max(2, limit // 20), ramp
+    assert stats["escalations"] == 0
 
 
 @pytest.mark.parametrize("seed", [2, 3, 4])
