@@ -38,9 +38,10 @@ no bisection to do.
 **3. Modes.**
 
 * COLD (no estimate): cap ``max(initial_limit, 2 * lo)``, sends at twice the cap's even rate: the
-  count doubles about every quarter window, 600 per window is reached in under two windows. The
-  first 429 ends the ramp: the requests still in flight then are ignored (at the ramp's rate they
-  reorder a lot), the bounds are taken loosely, and a *gap probe* pins ``L`` once the level passed.
+  count doubles about every quarter window, 600 per window is reached in under two windows (with
+  round trips under ``W / 80``, see below). The first 429 ends the ramp: the requests still in
+  flight then are ignored (at the ramp's rate they reorder a lot), the bounds are taken loosely,
+  and a *gap probe* pins ``L`` once the level passed.
   *Bounded overshoot*: the server refuses (and may count against us) whatever arrives during the
   Retry-After of that first 429, i.e. every request in flight with the refused one. So the ramp
   keeps at most ``1 + max(2, overshoot_share * lo)`` requests in flight (``lo <= L``: at most 5 %
