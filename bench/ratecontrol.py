@@ -11,6 +11,12 @@ Three parts, each optional:
     ``on_success`` (the synchronous core), and ``await acquire()`` + ``on_success`` on a running
     event loop when no wait is needed (the async fast path), and with pacing (every acquire
     waits for its slot: sleep, wake-up, FIFO hand-over).
+``--ramp``     the cold start alone on the model: per window, limit and latency, the overshoot
+    (requests refused after the first refusal, during its Retry-After; bound ``max(2, 5 % L)``)
+    and the ramp time (first refusal; accepted count in the trailing window first at 95 % of
+    ``L``), median and worst over ``--seeds`` runs. With ``--base SRC``, the same for the
+    controller of another checkout's ``src`` directory, side by side (e.g. the code before a
+    change: ``git archive REV src | tar -x -C /tmp/base``, then ``--base /tmp/base/src``).
 ``--real``     real time against the simulator in process (``httpx.ASGITransport``), window ``W``
     real seconds, hidden ``L`` per window, each run ``--windows`` windows long: our
     ``SpotifyClient`` + ``RateController`` cold, warm (from a stored estimate), with ``L``
@@ -28,6 +34,7 @@ counted from the change), and for the halving: when the last 429 not due to a pr
 Run::
 
     .venv/bin/python bench/ratecontrol.py --virtual --cpu
+    .venv/bin/python bench/ratecontrol.py --ramp --base /tmp/base/src
     .venv/bin/python bench/ratecontrol.py --real --window 3 --windows 40 --limits 10,40,150,600
 """
 
@@ -35,21 +42,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import math
 import random
+import statistics
 import sys
 import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from spotify_ingest.ratecontrol import LimitEstimate, RateController
 from spotify_ingest.ratemodel import (
     ControllerPolicy,
     FixedRatePolicy,
+    Latency,
     ManualClock,
     RunResult,
     SeedPolicy,
@@ -190,6 +201,91 @@ def _virtual_row(
         settle_windows=settle,
         util_after=res.utilisation(change + 3 * window) if schedule else None,
     )
+
+
+# ------------------------------------------------------------------------------------ ramp
+
+RAMP_LATENCIES = {"sim 30 ms": Latency.simulator(), "20-100 ms": Latency()}
+
+
+def _controller_class(src: str) -> Any:
+    """``RateController`` of another checkout's ``src`` directory, as a module of its own."""
+    path = Path(src) / "spotify_ingest" / "ratecontrol.py"
+    spec = importlib.util.spec_from_file_location("base_ratecontrol", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--base: no {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses look their module up)
+    spec.loader.exec_module(module)
+    return module.RateController
+
+
+def _ramp_figures(
+    make: Any, limit: int, window: float, latency: Latency, seeds: Sequence[int]
+) -> dict[str, float]:
+    over: list[int] = []
+    first: list[float] = []
+    t95: list[float] = []
+    duration = (3 if window >= 10 else 12) * window
+    for seed in seeds:
+        clock = ManualClock()
+        rc = make(window, max_concurrency=CONCURRENCY, clock=clock)
+        server = SlidingLogServer(limit, window)
+        res = run(ControllerPolicy(rc), server, duration, latency=latency, seed=seed, clock=clock)
+        over.append(res.overshoot())
+        first.append(res.refused[0] if res.refused else math.inf)
+        t95.append(res.time_to_fraction(0.95))
+    return {
+        "overshoot_median": statistics.median(over),
+        "overshoot_max": max(over),
+        "first_429_s": statistics.median(first),
+        "to_95_s": statistics.median(t95),
+    }
+
+
+def ramp_rows(
+    limits: Sequence[int], windows_s: Sequence[float], seeds: Sequence[int], base: str | None
+) -> list[dict[str, Any]]:
+    makers: list[tuple[str, Any]] = [("ours", RateController)]
+    if base:
+        makers.append(("base", _controller_class(base)))
+    rows: list[dict[str, Any]] = []
+    for window in windows_s:
+        for limit in limits:
+            for lat_name, latency in RAMP_LATENCIES.items():
+                row: dict[str, Any] = {"window": window, "limit": limit, "latency": lat_name}
+                for name, make in makers:
+                    row[name] = _ramp_figures(make, limit, window, latency, seeds)
+                rows.append(row)
+    return rows
+
+
+RAMP_COLUMNS = (
+    ("overshoot_median", "overshoot median"),
+    ("overshoot_max", "overshoot max"),
+    ("first_429_s", "first 429 s"),
+    ("to_95_s", "to 95 % s"),
+)
+
+
+def ramp_table(rows: Sequence[dict[str, Any]]) -> str:
+    names = [n for n in ("ours", "base") if rows and n in rows[0]]
+    head = "| W s | L | round trips | bound |"
+    rule = "|---:|---:|---|---:|"
+    for _, label in RAMP_COLUMNS:
+        for name in names:
+            head += f" {label} ({name}) |"
+            rule += "---:|"
+    lines = [head, rule]
+    for r in rows:
+        line = f"| {r['window']:g} | {r['limit']} | {r['latency']} | {max(2, r['limit'] // 20)} |"
+        for key, _ in RAMP_COLUMNS:
+            for name in names:
+                value = r[name][key]
+                text = f"{value:g}" if key.startswith("overshoot") else f"{value:.2f}"
+                line += f" {'never' if math.isinf(value) else text} |"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ cpu
@@ -506,6 +602,11 @@ def main() -> None:
     parser.add_argument("--virtual", action="store_true")
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--real", action="store_true")
+    parser.add_argument("--ramp", action="store_true")
+    parser.add_argument("--base", help="--ramp: also the controller of this src directory")
+    parser.add_argument("--seeds", type=int, default=5, help="--ramp: runs per case")
+    parser.add_argument("--ramp-limits", default="40,200,600")
+    parser.add_argument("--ramp-windows", default="1,3,30")
     parser.add_argument("--limits", default="10,40,150,600")
     parser.add_argument("--window", type=float, default=3.0, help="real seconds (--real)")
     parser.add_argument("--virtual-windows", default="2,3,30")
@@ -519,7 +620,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="workers per real run")
     parser.add_argument("--json", help="also write every figure to this file")
     args = parser.parse_args()
-    if not (args.virtual or args.cpu or args.real):
+    if not (args.virtual or args.cpu or args.real or args.ramp):
         args.virtual = args.cpu = True
     limits = [int(x) for x in args.limits.split(",")]
     out: dict[str, Any] = {}
@@ -531,6 +632,17 @@ def main() -> None:
         print(f"## virtual time ({time.monotonic() - started:.1f} s)\n")
         print(table(rows) + "\n")
         out["virtual"] = [asdict(r) for r in rows]
+    if args.ramp:
+        started = time.monotonic()
+        ramp = ramp_rows(
+            [int(x) for x in args.ramp_limits.split(",")],
+            [float(w) for w in args.ramp_windows.split(",")],
+            range(1, args.seeds + 1),
+            args.base,
+        )
+        print(f"## cold start, {args.seeds} seeds ({time.monotonic() - started:.1f} s)\n")
+        print(ramp_table(ramp) + "\n")
+        out["ramp"] = ramp
     if args.cpu:
         figures = cpu_figures()
         print("## controller CPU per request\n")

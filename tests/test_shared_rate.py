@@ -23,6 +23,7 @@ from spotify_ingest.errors import StoreError, UsageError
 from spotify_ingest.ratecontrol import LimitEstimate
 from spotify_ingest.shared_rate import SharedRateController, describe_redis_url, shared_keys
 from spotify_ingest.sim.app import SimConfig
+from spotify_ingest.sim.catalog import Catalog
 from spotify_ingest.sim.server import SimServer
 from tests.shared_services import redis_keys_cleanup, redis_url_or_skip, unique_prefix
 
@@ -107,6 +108,46 @@ async def test_workers_stay_under_the_hidden_limit_together(make: Any) -> None:
     assert len({(v["lo"], v["hi"]) for v in views}) == 1, views
     assert limit - 3 <= views[0]["lo"] <= limit, views[0]
     assert all(rc.estimate().lower == views[0]["lo"] for rc in controllers)
+
+
+@pytest.mark.parametrize("limit", [40, 200])
+async def test_the_cold_ramp_overshoots_by_at_most_5_percent(make: Any, limit: int) -> None:
+    """Four workers ramp up together from cold (30 ms mean latency) until the first 429: the
+    server refuses whatever arrives during its Retry-After, at most max(2, 5 % of L) requests."""
+    window = 1.0
+    catalog = Catalog(200, 3)
+    config = SimConfig(artists=200, seed=3, limit=limit, window=window, latency_ms=30.0)
+    with SimServer(config, catalog=catalog) as sim:
+        controllers = [
+            await make(sim.client_id, sim.api_base, window=window, max_concurrency=16)
+            for _ in range(4)
+        ]
+        creds = Credentials(client_id=sim.client_id, client_secret=sim.client_secret)
+
+        async def worker(rc: SharedRateController) -> None:
+            async with SpotifyClient(
+                creds, api_base=sim.api_base, token_url=sim.token_url, controller=rc
+            ) as sp:
+
+                async def loop(i: int) -> None:
+                    while True:
+                        await sp.artist(catalog.artist_id(i))
+
+                await asyncio.gather(*(loop(i) for i in range(16)))
+
+        tasks = [asyncio.ensure_future(worker(rc)) for rc in controllers]
+        stop = time.monotonic() + 20.0
+        while not any(c.refused for c in controllers) and time.monotonic() < stop:
+            await asyncio.sleep(0.005)
+        # The requests in flight then land within a round trip; the pause (>= 1 s) holds the rest.
+        await asyncio.sleep(0.5)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stats = httpx.get(sim.base_url + "/__sim/stats").json()
+    assert any(c.refused for c in controllers), "the ramp must meet the limit"
+    assert stats["rejected_429"] - 1 <= max(2, limit // 20), stats["rejected_429"]
+    assert stats["escalations"] == 0
 
 
 async def test_a_429_pauses_every_worker(make: Any) -> None:

@@ -38,9 +38,18 @@ no bisection to do.
 **3. Modes.**
 
 * COLD (no estimate): cap ``max(initial_limit, 2 * lo)``, sends at twice the cap's even rate: the
-  count doubles about every quarter window, 600 per window is reached in under two windows. The
-  first 429 ends the ramp: the requests still in flight then are ignored (at the ramp's rate they
-  reorder a lot), the bounds are taken loosely, and a *gap probe* pins ``L`` once the level passed.
+  count doubles about every quarter window, 600 per window is reached in under two windows (with
+  round trips under ``W / 80``, see below). The first 429 ends the ramp: the requests still in
+  flight then are ignored (at the ramp's rate they reorder a lot), the bounds are taken loosely,
+  and a *gap probe* pins ``L`` once the level passed.
+  *Bounded overshoot*: the server refuses (and may count against us) whatever arrives during the
+  Retry-After of that first 429, i.e. every request in flight with the refused one. So the ramp
+  keeps at most ``1 + max(2, overshoot_share * lo)`` requests in flight (``lo <= L``: at most 5 %
+  of ``L`` refused after the first). That caps the ramp's rate at that many per round trip: no
+  cost while a round trip is under about ``W / 80`` (the ramp's own pace is ``4 lo`` per window;
+  ``W = 30`` s: 375 ms), a slower ramp above. Where round trips exceed 4 % of ``W`` the count
+  could not grow under that cap: it allows ``1.2 lo`` per window's worth of round trips instead
+  (the overshoot is then about ``1.2 * rate * round trip``).
 * HOLD: cap ``lo`` on the ``W + margin`` count. Each success at the cap re-confirms it.
 * PROBE: cap on the exact count. Either a *gallop* above ``lo`` (``lo + 1``, then steps of 2, 4,
   8 ... each time a request sent at the cap passed: a raised limit is found in a few windows) or a
@@ -272,6 +281,7 @@ class RateController:
         min_probe_windows: float = 2.0,
         max_probe_windows: float = 6.0,
         default_retry_after: float | None = None,
+        overshoot_share: float = 0.05,
     ) -> None:
         if window <= 0:
             raise ValueError("window must be positive")
@@ -291,6 +301,7 @@ class RateController:
         self._min_probe = min_probe_windows
         self._max_probe = max_probe_windows
         self._default_ra = self._w if default_retry_after is None else default_retry_after
+        self._overshoot = overshoot_share
 
         # Our sliding log: counted tickets (in flight, accepted or lost; refused ones are removed),
         # oldest first, kept a little longer than W + margin to estimate the server's count in
@@ -421,7 +432,11 @@ class RateController:
         """A ticket if a request may leave now, else None (see :meth:`ready_at`)."""
         if now is None:
             now = self._clock.now()
-        if self._inflight >= self._max_conc or now < self._paused_until or now < self._next_send:
+        if (
+            self._inflight >= self._flight_cap()
+            or now < self._paused_until
+            or now < self._next_send
+        ):
             return None
         if now >= self._next_probe_at:
             self._start_probe(now)
@@ -500,7 +515,7 @@ class RateController:
         return t
 
     def has_capacity(self) -> bool:
-        return self._inflight < self._max_conc
+        return self._inflight < self._flight_cap()
 
     def on_success(self, ticket: Ticket, now: float | None = None) -> None:
         """The request got a response other than a 429 (4xx and 5xx too: it reached the server)."""
@@ -655,8 +670,8 @@ class RateController:
                             self._wake_head()
                         return ticket
                     fut = me.fut = loop.create_future()
-                    if self._inflight >= self._max_conc:
-                        await fut  # a response frees a slot
+                    if not self.has_capacity():
+                        await fut  # a response frees a slot (or raises the ramp's cap)
                     else:
                         # Until the time ready_at names, or until a response changes the state
                         # (a probe step raises the cap, a 429 pauses...), whichever comes first.
@@ -977,6 +992,15 @@ class RateController:
         # only once some logged request leaves within the second.
         self._probe_not_before = self._soon_room(now)
         self._probe_k = 1.0 + max(self._alpha, 4.0 / self._target)
+
+    def _flight_cap(self) -> int:
+        """Requests allowed in flight: in COLD, one more than the overshoot allowed (3. Modes)."""
+        if self._mode != _COLD:
+            return self._max_conc
+        lo = self._lo
+        overshoot = max(2, math.floor(self._overshoot * lo))
+        growth = math.floor(1.2 * lo * self._rtt_mean / self._w)  # more if round trips > 4 % W
+        return min(self._max_conc, 1 + max(overshoot, growth))
 
     def _hold(self) -> None:
         self._mode = _HOLD

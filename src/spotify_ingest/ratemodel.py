@@ -16,8 +16,9 @@ server sees the request, so that requests reach the server in an order a little 
 the order they left in, and in-flight requests matter.
 
 The harness counts, per run: accepted and refused requests (server arrival times), escalations,
-arrivals during a block (in-flight requests that could not know yet), and sends into a block the
-client already knew about (must be 0).
+arrivals during a block (in-flight requests that could not know yet), sends into a block the
+client already knew about (must be 0), and the overshoot: the requests refused after the first
+refusal and before its Retry-After ended.
 
 Policies (the :class:`Policy` protocol, synchronous): our :class:`RateController` through
 :class:`ControllerPolicy`; the seed's :class:`SeedPolicy` (unpaced, sleep one window after every
@@ -35,7 +36,7 @@ from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from spotify_ingest.ratecontrol import LimitEstimate, RateController, Ticket
 
@@ -210,11 +211,11 @@ class ControllerPolicy:
         return self.rc.ready_at(now)
 
     def on_response(self, token: object, now: float, accepted: bool, retry_after: int) -> None:
-        assert isinstance(token, Ticket)
+        ticket = cast(Ticket, token)  # (or another version's Ticket: bench/ratecontrol.py --ramp)
         if accepted:
-            self.rc.on_success(token, now)
+            self.rc.on_success(ticket, now)
         else:
-            self.rc.on_rate_limited(token, retry_after, now)
+            self.rc.on_rate_limited(ticket, retry_after, now)
 
 
 class SeedPolicy:
@@ -304,6 +305,14 @@ class RunResult:
     sent_into_block: int = 0  # ... of which sent after the client had received that 429
     max_inflight: int = 0
     sends: int = 0
+    first_block_end: float = math.inf  # when the Retry-After of the first refusal ended
+
+    def overshoot(self) -> int:
+        """Requests refused after the first one, arriving before its Retry-After ended: what
+        the client had sent before it could know (a server counting them punishes them all)."""
+        if not self.refused:
+            return 0
+        return bisect_right(self.refused, self.first_block_end) - 1
 
     def utilisation(self, t0: float, t1: float | None = None) -> float:
         """Accepted in [t0, t1) over what the limit allowed: ``integral(L dt) / W``."""
@@ -385,6 +394,7 @@ def run(
             data.append(ra)
             (res.accepted if ok else res.refused).append(t)
             if not ok:
+                res.first_block_end = min(res.first_block_end, server.blocked_until)
                 data.append(t + ra)
             continue
         if kind == _RESPONSE:

@@ -17,7 +17,8 @@ first), with its state in Redis instead of in one process, so the fleet behaves 
 controller. Each step is a Lua script (``register_script``: atomic, one round trip), and every
 time is Redis's clock (``TIME``), so the hosts' clocks never matter.
 
-**Shared state.** Per (client id, API base) two keys, ``<prefix>:{<digest>}:log`` and ``:state``
+**Shared state.** Per (client id, API base) three keys, ``<prefix>:{<digest>}:log``, ``:state``
+and ``:flight``
 (``digest`` = the first 16 hex digits of SHA-256 of client id and API base: the client id never
 appears in Redis; the braces keep both keys in one Redis Cluster slot):
 
@@ -29,6 +30,11 @@ appears in Redis; the braces keep both keys in one Redis Cluster slot):
   (proven by a 429: ``L <= hi``), the mode (COLD / HOLD / PROBE), the cap ``target``, the shared
   pacing slot ``next_send``, the shared pause ``paused`` (Retry-After), the jitter margin (from the
   round-trip times every worker reports) and the probe schedule.
+* ``flight``: a sorted set of the COLD tickets still in flight, every worker's (a ticket whose
+  outcome never came leaves after ten round trips). The ramp keeps at most ``1 + max(2, 5 % of
+  lo)`` in flight, as the local controller does ("Bounded overshoot" there): the server refuses
+  whatever arrives during the Retry-After of the ramp's first 429, and all of them together are
+  what that 429 may cost.
 
 **acquire** (the script a worker runs for each request): if Redis's ``now`` is before ``paused``
 or before ``next_send``, answer "wait this long"; if a probe is due, start it; count the log over
@@ -132,7 +138,7 @@ _MODE_NAMES = ("cold", "hold", "probe")
 # ARGV[1..13] are the configuration (used when the state is created), ARGV[14..] the script's
 # own arguments. Numbers are stored with 6 decimals (Lua's tostring keeps only 14 digits).
 _PRELUDE = """
-local S, LOG = KEYS[1], KEYS[2]
+local S, LOG, FLY = KEYS[1], KEYS[2], KEYS[3]
 local NEVER = 1e15
 local COLD, HOLD, PROBE = 0, 1, 2
 local tm = redis.call('TIME')
@@ -151,6 +157,7 @@ local WARM_LO = tonumber(ARGV[11])
 local WARM_HI = tonumber(ARGV[12])
 local IDLE = tonumber(ARGV[13])
 local ARRIVAL_SHARE = 0.25  -- share of its round trip after which a request reaches the server
+local OVERSHOOT_SHARE = 0.05  -- of lo: refusals the cold ramp's first 429 may bring with it
 
 local F = {'w', 'lo', 'lo_at', 'hi', 'hi_exp', 'mode', 'target', 'gallop', 'delta', 'probe_k',
   'next_probe', 'epoch', 'seq', 'samples', 'next_send', 'paused', 'pause_start', 'last_ra',
@@ -175,6 +182,7 @@ local function save()
   redis.call('HSET', S, unpack(args))
   redis.call('EXPIRE', S, TTL)
   redis.call('EXPIRE', LOG, TTL)
+  redis.call('EXPIRE', FLY, TTL)
 end
 
 local function update_margin()
@@ -297,6 +305,16 @@ elseif now - st.seen > IDLE * st.w and st.lo > 0 and now >= st.paused then
   warm(known - math.max(1, math.ceil(0.05 * known)), known)
 end
 
+-- The cold ramp's requests in flight, fleet-wide: at most one more than the overshoot allowed
+-- (as in ratecontrol.py, "Bounded overshoot"). A ticket whose outcome never came is forgotten
+-- after ten round trips (at least a second).
+local function cold_flight_full()
+  redis.call('ZREMRANGEBYSCORE', FLY, '-inf', '(' .. fmt(now - math.max(1, 10 * st.rtt_mean)))
+  local overshoot = math.max(2, math.floor(OVERSHOOT_SHARE * st.lo))
+  local growth = math.floor(1.2 * st.lo * st.rtt_mean / st.w)
+  return redis.call('ZCARD', FLY) >= 1 + math.max(overshoot, growth)
+end
+
 local function counts()
   local w = st.w
   local count = redis.call('ZCOUNT', LOG, '(' .. fmt(now - w), '+inf')
@@ -323,6 +341,8 @@ if now < st.paused then
   wait = st.paused - now
 elseif now < st.next_send then
   wait = st.next_send - now
+elseif st.mode == COLD and cold_flight_full() then
+  wait = math.max(0.002, 0.25 * st.rtt_mean)  -- until another worker's response, about
 else
   local capped, edge, span = n, now - w - st.margin, w + st.margin
   if st.mode == PROBE then capped, edge, span = count, now - w, w end
@@ -341,6 +361,7 @@ end
 st.seq = st.seq + 1
 local seq = st.seq
 redis.call('ZADD', LOG, fmt(now), tostring(seq))
+if st.mode == COLD then redis.call('ZADD', FLY, fmt(now), tostring(seq)) end
 local capped = n
 if st.mode == PROBE then capped = count end
 local k = 1 + ALPHA
@@ -362,6 +383,7 @@ _LUA_SUCCESS = (
     + """
 local seq, sent, cb, cc, tmode, rtt = tonumber(ARGV[14]), tonumber(ARGV[15]),
   tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
+redis.call('ZREM', FLY, tostring(seq))
 if not fresh and seq >= st.epoch then
   st.samples = st.samples + 1
   -- The server had room when the request ARRIVED: count what was logged before it was sent and
@@ -397,6 +419,7 @@ local seq, sent, cb, cc, tmode, ra_in, rtt = tonumber(ARGV[14]), tonumber(ARGV[1
   tonumber(ARGV[16]), tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19]),
   tonumber(ARGV[20])
 redis.call('ZREM', LOG, tostring(seq))
+redis.call('ZREM', FLY, tostring(seq))
 -- What the server had logged when it refused: the log at the request's estimated ARRIVAL (a
 -- request that left late, e.g. from a busy worker, met a fuller window than at its grant).
 local arrive = sent + ARRIVAL_SHARE * math.max(0, rtt)
@@ -481,6 +504,7 @@ _LUA_RELEASE = (
     _PRELUDE
     + """
 redis.call('ZREM', LOG, ARGV[14])
+redis.call('ZREM', FLY, ARGV[14])
 local count, n = counts()
 if not fresh then save() end
 return reply(-1, 0, 0, count, n, st.mode)
@@ -688,7 +712,9 @@ class SharedRateController:
         else:
             self._owns_client = False
         self._redis: aioredis.Redis = client
-        self._keys = list(shared_keys(client_id, api_base, key_prefix))
+        state_key, log_key = shared_keys(client_id, api_base, key_prefix)
+        # The cold ramp's requests in flight: beside the log, in the same Redis Cluster slot.
+        self._keys = [state_key, log_key, log_key.removesuffix(":log") + ":flight"]
         self._w = float(window)
         self._max_conc = max_concurrency
         self._max_wait = max_wait
