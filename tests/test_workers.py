@@ -7,6 +7,7 @@ the servers the tests skip, under CI they fail (``tests/shared_services.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -159,20 +160,25 @@ class Fleet:
         try:
             code = self.proc.wait(timeout)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+            self.kill()
         for t in self._threads:
             t.join(10)
         return code
+
+    def kill(self) -> None:
+        """The parent and its workers, if still running (they live in sessions of their own)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in worker_pids(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def __enter__(self) -> Fleet:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self.kill()
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
@@ -455,23 +461,32 @@ def test_a_dead_worker_is_announced_when_it_dies(
     assert code == 130, fleet.stderr[-3000:]
 
 
-def test_sigterm_stops_a_fleet_that_waits_out_a_pause_within_2_s(
-    schema: PgSchema, redis_prefix: tuple[str, str]
+@pytest.mark.parametrize("restarted", [False, True], ids=["met-mid-crawl", "restarted-into-it"])
+def test_sigterm_stops_a_paused_fleet_within_2_s(
+    schema: PgSchema, redis_prefix: tuple[str, str], restarted: bool
 ) -> None:
-    """Every worker waits out a shared quota pause (``--wait``); SIGTERM ends the fleet within
-    2 s, every lease given back."""
+    """Every worker waits out a shared quota pause (``--wait``), met mid-crawl or, in a fleet
+    started again after one stopped on it, at start-up; SIGTERM ends the fleet within 2 s, every
+    lease given back."""
     url, prefix = redis_prefix
     assert schema.url is not None
     quota = SimConfig(
         artists=N_ARTISTS, seed=SEED, limit=LIMIT, window=WINDOW, quota=60, quota_period=3600
     )
     with SimServer(quota) as sim:
-        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url, "--wait")
+        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url)
         argv += ["--redis-prefix", prefix]
-        with Fleet(argv, env(sim)) as fleet:
-            truth = sim.base_url + "/__sim/stats"
-            wait_until(lambda: httpx.get(truth).json()["rejected_quota"] > 0)
-            time.sleep(1.0)  # both workers are in the pause
+        if restarted:  # a first fleet spends the quota and stops (exit 75); Redis keeps the pause
+            first = subprocess.run(argv, env=env(sim), capture_output=True, text=True, timeout=120)
+            assert first.returncode == 75, first.stderr[-3000:]
+        with Fleet([*argv, "--wait"], env(sim)) as fleet:
+            if restarted:
+                wait_until(lambda: len(worker_pids(fleet.proc.pid)) == 2)
+                time.sleep(3.0)  # started, and waiting for the pause to end
+            else:
+                truth = sim.base_url + "/__sim/stats"
+                wait_until(lambda: httpx.get(truth).json()["rejected_quota"] > 0)
+                time.sleep(1.0)  # both workers are in the pause
             assert len(worker_pids(fleet.proc.pid)) == 2
             fleet.proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
