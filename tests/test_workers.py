@@ -496,3 +496,25 @@ def test_sigterm_stops_a_paused_fleet_within_2_s(
     assert took < 2.0, f"stopped {took:.1f}s after SIGTERM\n{fleet.stderr[-3000:]}"
     assert not worker_pids(fleet.proc.pid)
     assert count(schema, "SELECT count(*) FROM tasks WHERE state = 1") == 0
+
+
+def test_limits_shows_the_fleets_learned_limit_while_it_runs(
+    schema: PgSchema, redis_prefix: tuple[str, str]
+) -> None:
+    url, prefix = redis_prefix
+    assert schema.url is not None
+    db = schema.url
+    limits = [sys.executable, "-m", "spotify_ingest.cli", "limits", "--db", db]
+
+    def shown() -> bool:
+        out = subprocess.run(limits, capture_output=True, text=True, timeout=60)
+        return "requests per 1s" in out.stdout
+
+    with SimServer(SLOW) as sim:
+        argv = crawl_argv(sim, db, "--workers", "2", "--redis", url, "--redis-prefix", prefix)
+        with Fleet(argv, env(sim)) as fleet:
+            wait_until(shown, timeout=20)  # well before the first periodic save (30 s)
+            running = len(worker_pids(fleet.proc.pid)) == 2
+            fleet.proc.send_signal(signal.SIGINT)
+            code = fleet.finish()
+    assert running and code == 130, fleet.stderr[-3000:]
