@@ -18,7 +18,7 @@ from .client import SpotifyClient
 from .config import ClientSettings, Credentials
 from .crawler import Crawler, CrawlOptions, CrawlReport
 from .display import CrawlDisplay
-from .errors import EXIT_SIGINT, EXIT_SIGTERM, SpotifyIngestError
+from .errors import EXIT_SIGINT, EXIT_SIGTERM
 from .ratecontrol import RateController
 from .store import is_postgres_url, open_store
 
@@ -217,9 +217,10 @@ async def _crawl(
                 report = await crawler.run()
         except asyncio.CancelledError:
             report = crawler.report()
-        except SpotifyIngestError:
+        except Exception:
             if on_failure is not None:
-                on_failure(_summary(crawler.report(), client))
+                with contextlib.suppress(Exception):  # best effort: the error is what must show
+                    on_failure(_summary(crawler.report(), client))
             raise
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
