@@ -8,8 +8,14 @@ Redis key prefix (deleted afterwards) and its own PostgreSQL schema (dropped aft
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -26,6 +32,7 @@ __all__ = [
     "drop_schema",
     "new_schema",
     "pg_server_or_skip",
+    "private_redis",
     "redis_keys_cleanup",
     "redis_url_or_skip",
     "unique_prefix",
@@ -62,6 +69,37 @@ def redis_url_or_skip() -> str:
 
 def pg_server_or_skip() -> str:
     return pg_dsn_or_skip()
+
+
+@contextlib.contextmanager
+def private_redis(password: str | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A ``redis-server`` of the test's own on a free loopback port, no persistence: (URL, process).
+
+    For tests that kill Redis or give it a password. Skips (fails under CI) without the binary.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _unavailable("redis-server is not on PATH (apt-get install redis-server)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "no", *(["--requirepass", password] if password else [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {port} did not start")
+            time.sleep(0.05)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def unique_prefix() -> str:

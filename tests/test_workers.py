@@ -7,15 +7,20 @@ the servers the tests skip, under CI they fail (``tests/shared_services.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -29,6 +34,7 @@ from tests.shared_services import (
     drop_schema,
     new_schema,
     pg_server_or_skip,
+    private_redis,
     redis_keys_cleanup,
     redis_url_or_skip,
     unique_prefix,
@@ -108,6 +114,88 @@ def worker_pids(parent: int) -> list[int]:
         for e in Path("/proc").iterdir()
         if e.name.isdigit() and marker in _cmdline(int(e.name))
     ]
+
+
+class Fleet:
+    """A ``crawl --workers N`` parent in the background, its stderr lines kept with their times."""
+
+    def __init__(self, argv: list[str], environ: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.lines: list[tuple[float, str]] = []
+        self.stdout = ""
+        self._threads = [
+            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read_stdout, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append((time.monotonic(), line))
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        self.stdout = self.proc.stdout.read()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(line for _, line in self.lines)
+
+    def line_time(self, pattern: str, timeout: float) -> float | None:
+        """When the first stderr line matching ``pattern`` arrived (None: not within timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for at, line in list(self.lines):
+                if re.search(pattern, line):
+                    return at
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+    def finish(self, timeout: float = 60) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.kill()
+        for t in self._threads:
+            t.join(10)
+        return code
+
+    def kill(self) -> None:
+        """The parent and its workers, if still running (they live in sessions of their own)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for pid in worker_pids(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def tasks_done(schema: PgSchema, at_least: int) -> Callable[[], bool]:
+    return lambda: count(schema, "SELECT count(*) FROM tasks WHERE state = 2") >= at_least
+
+
+def with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user.split(':')[0]}:{password}@{host}"))
 
 
 def test_three_workers_crawl_every_artist_exactly_once(
@@ -325,3 +413,149 @@ def test_workers_started_into_a_stored_retry_after_send_nothing_and_stop_at_once
     assert "learned by an earlier run" in stderr
     assert took <= 2.0, f"Ctrl-C took {took:.1f} s"
     assert truth["requests_total"] == 0 and truth["tokens"]["issued"] == 0
+
+SLOW = SimConfig(artists=N_ARTISTS, seed=SEED, limit=20, window=WINDOW)  # will not finish soon
+
+
+def test_no_secret_is_on_any_workers_command_line(schema: PgSchema) -> None:
+    """The database and Redis passwords reach the workers (Redis refuses them without it), but
+    no worker's command line, which every user of the host can read, holds either."""
+    assert schema.url is not None
+    pg_secret, redis_secret = f"pg-{secrets.token_hex(8)}", f"rd-{secrets.token_hex(8)}"
+    db = with_password(schema.url, pg_secret)  # the test server trusts loopback: any password
+    with private_redis(redis_secret) as (url, _), SimServer(SLOW) as sim:
+        argv = crawl_argv(sim, db, "--workers", "2", "--redis", url)
+        with Fleet(argv, env(sim)) as fleet:
+            wait_until(tasks_done(schema, 4))  # they passed Redis's password check
+            workers = worker_pids(fleet.proc.pid)
+            command_lines = [_cmdline(pid) for pid in workers]
+            fleet.proc.send_signal(signal.SIGINT)
+            code = fleet.finish()
+    assert len(workers) == 2 and all(command_lines)
+    for line in command_lines:
+        assert pg_secret.encode() not in line and redis_secret.encode() not in line, line
+    assert code == 130, fleet.stderr[-3000:]
+    assert pg_secret not in fleet.stderr + fleet.stdout
+    assert redis_secret not in fleet.stderr + fleet.stdout
+
+
+def test_debug_reaches_every_worker(schema: PgSchema, redis_prefix: tuple[str, str]) -> None:
+    url, prefix = redis_prefix
+    assert schema.url is not None
+    with SimServer(SLOW) as sim:
+        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url)
+        argv[3:3] = ["--debug"]  # before `crawl`: a flag of the program
+        argv += ["--redis-prefix", prefix, "--max-requests", "10"]
+        result = subprocess.run(argv, env=env(sim), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("w1", "w2"):
+        assert re.search(rf"^\[{name}\] .* DEBUG spotify_ingest\.", result.stderr, re.M), name
+
+
+def test_the_parent_reports_real_figures_when_redis_dies(schema: PgSchema, tmp_path: Path) -> None:
+    """Redis killed mid-crawl: every worker stops (exit 4), and the parent still gives what each
+    did and the artists the run added, not zeros."""
+    assert schema.url is not None
+    stats_file = tmp_path / "stats.json"
+    with private_redis() as (url, redis_server), SimServer(SLOW) as sim:
+        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url)
+        argv += ["--stats-json", str(stats_file)]
+        with Fleet(argv, env(sim)) as fleet:
+            wait_until(tasks_done(schema, 6))
+            redis_server.kill()
+            code = fleet.finish()
+    assert code == 4, fleet.stderr[-3000:]
+    report = json.loads(stats_file.read_text())
+    workers = report["per_worker"]
+    assert sorted(w["worker"] for w in workers) == ["w1", "w2"]
+    assert all(w["stop_reason"] == "error" and w["requests"] > 0 for w in workers), workers
+    assert report["requests"] == sum(w["requests"] for w in workers)
+    artists = count(schema, "SELECT count(*) FROM artists")
+    assert artists > 0 and report["new_artists_this_run"] == artists
+    assert f"{artists:,} new this run, {report['requests']:,} requests" in fleet.stdout
+
+
+def test_a_dead_worker_is_announced_when_it_dies(
+    schema: PgSchema, redis_prefix: tuple[str, str]
+) -> None:
+    """SIGKILL one worker: the parent says so at once (the other still runs), with what the
+    database holds of its work."""
+    url, prefix = redis_prefix
+    assert schema.url is not None
+    with SimServer(SLOW) as sim:
+        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url)
+        argv += ["--redis-prefix", prefix]
+        with Fleet(argv, env(sim)) as fleet:
+            wait_until(tasks_done(schema, 4))
+            victim = [pid for pid in worker_pids(fleet.proc.pid) if b":w1\0" in _cmdline(pid)]
+            assert len(victim) == 1
+            os.kill(victim[0], signal.SIGKILL)
+            killed_at = time.monotonic()
+            told = fleet.line_time(r"^\[w1\] killed by SIGKILL", timeout=10)
+            others = worker_pids(fleet.proc.pid)
+            fleet.proc.send_signal(signal.SIGINT)
+            code = fleet.finish()
+    assert told is not None, fleet.stderr[-3000:]
+    assert told - killed_at < 2.0
+    assert len(others) == 1  # told while the other worker was still crawling
+    assert re.search(r"^\[w1\] killed by SIGKILL.* \d+ tasks it finished", fleet.stderr, re.M)
+    assert code == 130, fleet.stderr[-3000:]
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["met-mid-crawl", "restarted-into-it"])
+def test_sigterm_stops_a_paused_fleet_within_2_s(
+    schema: PgSchema, redis_prefix: tuple[str, str], restarted: bool
+) -> None:
+    """Every worker waits out a shared quota pause (``--wait``), met mid-crawl or, in a fleet
+    started again after one stopped on it, at start-up; SIGTERM ends the fleet within 2 s, every
+    lease given back."""
+    url, prefix = redis_prefix
+    assert schema.url is not None
+    quota = SimConfig(
+        artists=N_ARTISTS, seed=SEED, limit=LIMIT, window=WINDOW, quota=60, quota_period=3600
+    )
+    with SimServer(quota) as sim:
+        argv = crawl_argv(sim, schema.url, "--workers", "2", "--redis", url)
+        argv += ["--redis-prefix", prefix]
+        if restarted:  # a first fleet spends the quota and stops (exit 75); Redis keeps the pause
+            first = subprocess.run(argv, env=env(sim), capture_output=True, text=True, timeout=120)
+            assert first.returncode == 75, first.stderr[-3000:]
+        with Fleet([*argv, "--wait"], env(sim)) as fleet:
+            if restarted:
+                wait_until(lambda: len(worker_pids(fleet.proc.pid)) == 2)
+                time.sleep(3.0)  # started, and waiting for the pause to end
+            else:
+                truth = sim.base_url + "/__sim/stats"
+                wait_until(lambda: httpx.get(truth).json()["rejected_quota"] > 0)
+                time.sleep(1.0)  # both workers are in the pause
+            assert len(worker_pids(fleet.proc.pid)) == 2
+            fleet.proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            code = fleet.finish()
+            took = time.monotonic() - signalled
+    assert code == 143, fleet.stderr[-3000:]
+    assert took < 2.0, f"stopped {took:.1f}s after SIGTERM\n{fleet.stderr[-3000:]}"
+    assert not worker_pids(fleet.proc.pid)
+    assert count(schema, "SELECT count(*) FROM tasks WHERE state = 1") == 0
+
+
+def test_limits_shows_the_fleets_learned_limit_while_it_runs(
+    schema: PgSchema, redis_prefix: tuple[str, str]
+) -> None:
+    url, prefix = redis_prefix
+    assert schema.url is not None
+    db = schema.url
+    limits = [sys.executable, "-m", "spotify_ingest.cli", "limits", "--db", db]
+
+    def shown() -> bool:
+        out = subprocess.run(limits, capture_output=True, text=True, timeout=60)
+        return "requests per 1s" in out.stdout
+
+    with SimServer(SLOW) as sim:
+        argv = crawl_argv(sim, db, "--workers", "2", "--redis", url, "--redis-prefix", prefix)
+        with Fleet(argv, env(sim)) as fleet:
+            wait_until(shown, timeout=20)  # well before the first periodic save (30 s)
+            running = len(worker_pids(fleet.proc.pid)) == 2
+            fleet.proc.send_signal(signal.SIGINT)
+            code = fleet.finish()
+    assert running and code == 130, fleet.stderr[-3000:]

@@ -8,6 +8,7 @@ of its class; flag errors exit 2; anything unforeseen exits 1 with a one-line su
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
@@ -221,18 +222,24 @@ def crawl(
         worker_id=worker_id,
         lease_seconds=lease_seconds,
     )
+    write_stats = None if stats_json is None else functools.partial(_write_json, stats_json)
     if workers > 1:
         from .workers import run_workers
 
-        report, signal_code = run_workers(request, workers)
+        report, signal_code = run_workers(request, workers, debug=_state["debug"])
     else:
-        report, signal_code = run_crawl(request)
-    if stats_json is not None:
-        stats_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        report, signal_code = run_crawl(request, on_failure=write_stats)
+    if write_stats is not None:
+        write_stats(report)
     if signal_code:
         from .store import display_db
 
-        args = [display_db(a) if a == db else a for a in sys.argv[1:]]
+        shown = {db: display_db(db)}  # no password in the hint
+        if redis:
+            from .shared_rate import describe_redis_url
+
+            shown[redis] = describe_redis_url(redis)
+        args = [shown.get(a, a) for a in sys.argv[1:]]
         resume = shlex.join(["spotify-ingest", *args])
         print(f"stopped; state saved in {display_db(db)}. Resume with: {resume}", file=sys.stderr)
         raise typer.Exit(signal_code)
@@ -362,6 +369,9 @@ def _print_deadlines(rows: list[tuple[str, Any]], now: float) -> None:
             f"{format_local(deadline.until)} local time ({deadline.until - now:.0f} s left; "
             f"met on GET {deadline.endpoint}): nothing is sent before then"
         )
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def _signal_exit(signum: int) -> int:

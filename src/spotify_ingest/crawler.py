@@ -85,6 +85,7 @@ MAX_BACKOFF_SECONDS = 300.0
 ALPHABET_EVERY = 200  # tasks between saves of the learned search alphabet
 LEASE_RENEW_SECONDS = 15.0  # renew PostgreSQL leases in flight or buffered (a third of a lease)
 STOP_GRACE_SECONDS = 5.0
+ESTIMATE_EVERY = 30.0  # seconds between saves of the learned limit while the crawl runs
 
 
 def estimate_key(client_id: str, api_base: str) -> str:
@@ -216,6 +217,7 @@ class Crawler:
         self._new_artists = 0
         self._tasks_done = 0
         self._tasks_failed = 0
+        self._estimate_saved = False
         self._counts = store.artist_counts()
         self.capabilities = Capabilities()
         self.planner: Planner | None = None
@@ -247,7 +249,19 @@ class Crawler:
             return None
 
     def save_estimate(self) -> None:
+        """Store the learned limit, committed at once: ``limits`` and the next run after a crash
+        see it, not only the next run after a clean stop."""
         self.store.set_meta(self._estimate_key, json.loads(self.controller.estimate().to_json()))
+        self.store.flush()
+        self._estimate_saved = True
+
+    def _estimate_due(self, since_saved: float) -> bool:
+        """While the crawl runs: save the learned limit as soon as a 429 has bounded it, then
+        every ``ESTIMATE_EVERY`` seconds (not before the first 429: a cold ramp's lower bound
+        would cap the next run's start)."""
+        if since_saved >= ESTIMATE_EVERY:
+            return True
+        return not self._estimate_saved and self.controller.estimate().upper is not None
 
     def on_429(self, seconds: float | None, kind: str, endpoint: str) -> None:
         """The client met a 429: write its deadline down (committed) before the pause starts."""
@@ -561,7 +575,7 @@ class Crawler:
             if reason is not None and not self.stopping:
                 self.request_stop(reason)
             now = time.monotonic()
-            if now - saved > 30.0:
+            if self._estimate_due(now - saved):
                 saved = now
                 self.save_estimate()
             renew = getattr(self.store, "renew_leases", None)  # PostgreSQL: shared frontier

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .client import SpotifyClient
 from .config import ClientSettings, Credentials
-from .crawler import Crawler, CrawlOptions
+from .crawler import Crawler, CrawlOptions, CrawlReport
 from .display import CrawlDisplay
 from .errors import EXIT_SIGINT, EXIT_SIGTERM
 from .ratecontrol import RateController
@@ -113,8 +113,17 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
     )
 
 
-def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
-    """Run the crawl; returns the final report and the exit code a signal asks for (0: none)."""
+def run_crawl(
+    req: CrawlRequest, *, on_failure: Callable[[dict[str, Any]], None] | None = None
+) -> tuple[dict[str, Any], int]:
+    """Run the crawl; returns the final report and the exit code a signal asks for (0: none).
+
+    A crawl that ends in an error gives its report to ``on_failure`` before the error propagates
+    (a worker of ``--workers`` writes its figures for the parent so).
+    """
+    from .workers import from_parent, watch_parent
+
+    req = from_parent(req)  # a worker of `crawl --workers N`: its secrets come by environment
     store_kw: dict[str, Any] = {}
     if not is_postgres_url(req.db):
         from .store.sqlite import CRAWL_OPTIONS
@@ -125,12 +134,10 @@ def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
             store_kw["worker_id"] = req.worker_id
         if req.lease_seconds:
             store_kw["lease_seconds"] = req.lease_seconds
-    from .workers import watch_parent
-
     watch_parent()  # a worker of `crawl --workers N` stops when its parent goes away
     with _endpoint(req) as endpoint, open_store(req.db, **store_kw) as store:
         display = CrawlDisplay(target_artists=req.max_artists, target_requests=req.max_requests)
-        return asyncio.run(_crawl(req, endpoint, store, display))
+        return asyncio.run(_crawl(req, endpoint, store, display, on_failure))
 
 
 async def _crawl(
@@ -138,6 +145,7 @@ async def _crawl(
     endpoint: _Endpoint,
     store: SQLiteStore | PostgresStore,
     display: CrawlDisplay,
+    on_failure: Callable[[dict[str, Any]], None] | None,
 ) -> tuple[dict[str, Any], int]:
     client_id = endpoint.credentials.client_id
     warm = Crawler.load_estimate(store, client_id, endpoint.api_base)
@@ -212,6 +220,11 @@ async def _crawl(
                 report = await crawler.run()
         except asyncio.CancelledError:
             report = crawler.report()
+        except Exception:
+            if on_failure is not None:
+                with contextlib.suppress(Exception):  # best effort: the error is what must show
+                    on_failure(_summary(crawler.report(), client))
+            raise
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -223,8 +236,7 @@ async def _crawl(
     code = 0
     if received:
         code = EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
-    summary = report.to_json()
-    summary["client"] = client.stats.as_dict()
+    summary = _summary(report, client)
     print(
         f"{report.stop_reason}: {report.artists:,} artists ({report.full:,} full), "
         f"{report.new_artists:,} new this run, {report.requests:,} requests in "
@@ -232,3 +244,10 @@ async def _crawl(
         flush=True,
     )
     return summary, code
+
+
+def _summary(report: CrawlReport, client: SpotifyClient) -> dict[str, Any]:
+    """The figures ``--stats-json`` holds: the crawl's report and the client's counters."""
+    summary = report.to_json()
+    summary["client"] = client.stats.as_dict()
+    return summary

@@ -1,12 +1,18 @@
 """``spotify-ingest crawl --workers N``: N crawl processes on this host, one frontier, one budget.
 
 Each worker is a ``crawl`` of its own (``python -m spotify_ingest.cli crawl`` with the same flags,
-its own ``--worker-id`` and ``--stats-json``): it claims tasks from the shared PostgreSQL frontier
-(leases: no task is run by two live workers, a dead worker's tasks come back when their lease
-expires) and takes every request from the Redis-shared rate budget
+``--debug`` included, its own ``--worker-id`` and ``--stats-json``): it claims tasks from the
+shared PostgreSQL frontier (leases: no task is run by two live workers, a dead worker's tasks come
+back when their lease expires) and takes every request from the Redis-shared rate budget
 (:mod:`spotify_ingest.shared_rate`), so the fleet stays under the account's one limit and pauses
 together on a 429. The same command on another host with the same ``--db`` and ``--redis`` joins
 the crawl: nothing in it is specific to this host.
+
+Secrets never travel on a worker's command line, which every user of the host can read (``ps``,
+``/proc/PID/cmdline``): the ``--db`` and ``--redis`` URLs (either may hold a password) go in the
+worker's environment (:data:`DB_ENV`, :data:`REDIS_ENV`, read and removed by :func:`from_parent`),
+and so do the simulator's credentials; a real client id and secret come from the environment or
+``--env-file`` as in any crawl.
 
 The parent only supervises:
 
@@ -14,8 +20,11 @@ The parent only supervises:
   warns that every worker will learn the limit alone and together exceed it), creates the schema
   once, and with ``--simulate`` runs ONE simulator for all workers;
 * it prints each worker's lines prefixed ``[w1]``, ``[w2]`` ..., a combined line every 5 s (artists
-  in the store, tasks, live workers, the shared budget's window count and estimate) and, at the
-  end, each worker's summary and the combined one;
+  in the store, tasks, live workers, the shared budget's window count and estimate), each worker's
+  end as it happens (exit code or killing signal, and its figures: its ``--stats-json``, which a
+  worker writes also when it stops on an error such as Redis going away; for a worker killed before
+  it could, the tasks it finished as the database holds them) and the combined figures at the end
+  (new artists: the store's growth over the run);
 * Ctrl-C / SIGTERM is forwarded to every worker (they run in their own sessions, so a terminal's
   Ctrl-C reaches them once, through the parent): each finishes its requests in flight, commits and
   gives its leases back; a second signal is forwarded too (stop now, still committing); a third
@@ -32,6 +41,7 @@ Exit code: the signal's (130 / 143) after Ctrl-C / SIGTERM, else the first faili
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -52,10 +62,21 @@ from .store import display_db, is_postgres_url, open_store
 if TYPE_CHECKING:
     from .runner import CrawlRequest
 
-__all__ = ["WORKER_ENV", "run_workers", "watch_parent", "worker_argv"]
+__all__ = [
+    "DB_ENV",
+    "REDIS_ENV",
+    "WORKER_ENV",
+    "from_parent",
+    "run_workers",
+    "watch_parent",
+    "worker_argv",
+]
 
 #: Set in a worker's environment to the parent's pid: the worker watches its stdin (see above).
 WORKER_ENV = "SPOTIFY_INGEST_WORKER_OF"
+#: The ``--db`` and ``--redis`` of a worker, in its environment rather than its command line (they
+#: may hold a password).
+DB_ENV, REDIS_ENV = "SPOTIFY_INGEST_WORKER_DB", "SPOTIFY_INGEST_WORKER_REDIS"
 PROGRESS_EVERY = 5.0
 MAX_ROUNDS = 3
 
@@ -82,11 +103,30 @@ def watch_parent() -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def from_parent(req: CrawlRequest) -> CrawlRequest:
+    """In a worker: ``req`` with the ``--db`` and ``--redis`` the parent put in our environment.
+
+    The variables are removed once read: nothing this process starts inherits them.
+    """
+    if not os.environ.get(WORKER_ENV):
+        return req
+    db, redis = os.environ.pop(DB_ENV, None), os.environ.pop(REDIS_ENV, None)
+    return dataclasses.replace(req, db=db or req.db, redis=redis or req.redis)
+
+
+def worker_env(req: CrawlRequest) -> dict[str, str]:
+    """What :func:`from_parent` reads: ``--db``, and ``--redis`` when given."""
+    return {DB_ENV: req.db, **({REDIS_ENV: req.redis} if req.redis else {})}
+
+
 def worker_argv(
-    req: CrawlRequest, worker_id: str, stats_json: Path, endpoint: _Endpoint
+    req: CrawlRequest, worker_id: str, stats_json: Path, endpoint: _Endpoint, *, debug: bool = False
 ) -> list[str]:
-    """The command line of one worker: the parent's crawl flags, its id and its stats file."""
-    argv = [sys.executable, "-m", "spotify_ingest.cli", "crawl", "--db", req.db]
+    """The command line of one worker: the parent's crawl flags, its id and its stats file.
+
+    No secret in it: see :func:`worker_env`.
+    """
+    argv = [sys.executable, "-m", "spotify_ingest.cli", *(["--debug"] if debug else []), "crawl"]
     argv += ["--strategy", req.strategy, "--concurrency", str(req.concurrency)]
     argv += ["--max-wait", repr(req.max_wait), "--env-file", str(req.env_file)]
     argv += ["--worker-id", worker_id, "--stats-json", str(stats_json)]
@@ -100,7 +140,6 @@ def worker_argv(
         ("--max-requests", req.max_requests),
         ("--max-artists", req.max_artists),
         ("--duration", req.duration),
-        ("--redis", req.redis),
         ("--redis-prefix", req.redis_prefix),
         ("--lease-seconds", req.lease_seconds),
     ]
@@ -152,9 +191,14 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
 
 
 class _Worker:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], stats: Path) -> None:
+    def __init__(
+        self, name: str, worker_id: str, argv: list[str], env: dict[str, str], stats: Path
+    ) -> None:
         self.name = name
+        self.worker_id = worker_id
         self.stats = stats
+        self.report: dict[str, Any] | None = None  # once it has exited: see _Fleet.announce
+        self.announced = False
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,  # closed when the parent dies: the worker then stops
@@ -204,9 +248,12 @@ def _stderr(text: str) -> None:
 
 
 class _Fleet:
-    def __init__(self, req: CrawlRequest, n: int, endpoint: _Endpoint, tmp: Path) -> None:
+    def __init__(
+        self, req: CrawlRequest, n: int, endpoint: _Endpoint, tmp: Path, *, debug: bool = False
+    ) -> None:
         self.req = req
         self.n = n
+        self.debug = debug
         self.endpoint = endpoint
         self.tmp = tmp
         self.signals: list[int] = []
@@ -230,24 +277,51 @@ class _Fleet:
 
     # -- one round ------------------------------------------------------------------------------
 
-    def run_round(self, rnd: int) -> list[tuple[_Worker, int, dict[str, Any] | None]]:
-        env = {**os.environ, **self.endpoint.env, WORKER_ENV: str(os.getpid())}
+    def run_round(self, rnd: int) -> list[_Worker]:
+        env = {**os.environ, **self.endpoint.env, **worker_env(self.req)}
+        env[WORKER_ENV] = str(os.getpid())
         self.workers = []
         for i in range(1, self.n + 1):
             name = f"w{i}" if rnd == 1 else f"w{i}.{rnd}"
             worker_id = f"{self.host}:{os.getpid()}:{name}"
             stats = self.tmp / f"{name}.json"
-            argv = worker_argv(self.req, worker_id, stats, self.endpoint)
-            self.workers.append(_Worker(name, argv, env, stats))
+            argv = worker_argv(self.req, worker_id, stats, self.endpoint, debug=self.debug)
+            self.workers.append(_Worker(name, worker_id, argv, env, stats))
             if self.signals:  # interrupted while starting: the rest need not start
                 break
         next_line = time.monotonic() + PROGRESS_EVERY
-        while any(w.proc.poll() is None for w in self.workers):
-            time.sleep(0.2)
+        while True:
+            for w in self.workers:  # each exit is told as it happens, not at the round's end
+                if not w.announced and w.proc.poll() is not None:
+                    self.announce(w)
+            if all(w.announced for w in self.workers):
+                return self.workers
+            time.sleep(0.1)
             if time.monotonic() >= next_line:
                 next_line += PROGRESS_EVERY
                 self.progress()
-        return [(w, w.proc.returncode, w.finish()) for w in self.workers]
+
+    def announce(self, w: _Worker) -> None:
+        """A worker has exited: read its figures and say how it ended, now."""
+        w.announced = True
+        code = w.proc.returncode
+        w.report = w.finish()
+        if w.report is not None:
+            _stderr(f"[{w.name}] exit {code}: {_summary(w.report)}")
+            return
+        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exit {code}"
+        w.report = self.finished_by(w.worker_id)
+        if w.report is None:
+            _stderr(f"[{w.name}] {how} (no report): {w.last_line}")
+            return
+        w.report["stop_reason"] = "killed" if code < 0 else "error"
+        text = (
+            f"[{w.name}] {how}, no report; the database holds {w.report['tasks']['done']:,} "
+            f"tasks it finished ({w.report['requests']:,} requests)"
+        )
+        if code < 0 and not self.signals:  # a signal we did not send (OOM killer, kill -9 ...)
+            text += ": the others take over its tasks"
+        _stderr(text)
 
     def progress(self) -> None:
         alive = sum(1 for w in self.workers if w.proc.poll() is None)
@@ -301,25 +375,41 @@ class _Fleet:
             text += f", paused {float(paused) - now:.0f}s"
         return text
 
-    def leases(self) -> dict[str, tuple[int, float]]:
-        """Tasks still leased, by holder: (count, seconds until the last of them expires).
+    def _tasks_query(self, sql: str, *args: object) -> list[tuple[Any, ...]] | None:
+        """Rows of a query of the ``tasks`` table (None: the database did not answer).
 
-        Read straight from the ``tasks`` table (``state = 1``, ``leased_by``, ``lease_until`` on
-        the server's clock: see ``store/postgres.py``), which the store API does not break down
-        by holder.
+        Read straight from the table (``state``, ``leased_by``, which a finished task keeps,
+        ``lease_until`` on the server's clock, ``requests``: see ``store/postgres.py``), which the
+        store API does not break down by worker.
         """
         import psycopg
 
         try:
             with psycopg.connect(self.req.db.strip(), connect_timeout=10) as conn:
-                rows = conn.execute(
-                    "SELECT leased_by, count(*), "
-                    "  extract(epoch FROM max(lease_until) - clock_timestamp()) "
-                    "FROM tasks WHERE state = 1 GROUP BY leased_by"
-                ).fetchall()
+                return list(conn.execute(sql, args).fetchall())  # type: ignore[arg-type]
         except psycopg.Error:
-            return {}
-        return {str(who): (int(n), float(left or 0.0)) for who, n, left in rows}
+            return None
+
+    def leases(self) -> dict[str, tuple[int, float]]:
+        """Tasks still leased, by holder: (count, seconds until the last of them expires)."""
+        rows = self._tasks_query(
+            "SELECT leased_by, count(*), "
+            "  extract(epoch FROM max(lease_until) - clock_timestamp()) "
+            "FROM tasks WHERE state = 1 GROUP BY leased_by"
+        )
+        return {str(who): (int(n), float(left or 0.0)) for who, n, left in rows or ()}
+
+    def finished_by(self, worker_id: str) -> dict[str, Any] | None:
+        """The figures of a worker that left no report: the tasks it finished, their requests."""
+        rows = self._tasks_query(
+            "SELECT count(*), COALESCE(sum(requests), 0) FROM tasks "
+            "WHERE state = 2 AND leased_by = %s",
+            worker_id,
+        )
+        if not rows:
+            return None
+        done, requests = rows[0]
+        return {"source": "database", "requests": int(requests), "tasks": {"done": int(done)}}
 
     def wait_for_dead_leases(self) -> int:
         """Wait until the leases of dead workers have expired and gone back to pending.
@@ -351,8 +441,11 @@ def _clock(seconds: float) -> str:
     return f"{m}m{s:02d}s"
 
 
-def run_workers(req: CrawlRequest, n: int) -> tuple[dict[str, Any], int]:
-    """Run ``n`` workers to the end; (combined report, exit code: signal or failing worker's)."""
+def run_workers(req: CrawlRequest, n: int, *, debug: bool = False) -> tuple[dict[str, Any], int]:
+    """Run ``n`` workers to the end; (combined report, exit code: signal or failing worker's).
+
+    ``debug``: the workers run with ``--debug`` too.
+    """
     if not is_postgres_url(req.db):
         raise UsageError(
             f"--workers {n} needs a frontier every worker can share: --db postgresql://... "
@@ -375,12 +468,12 @@ def run_workers(req: CrawlRequest, n: int) -> tuple[dict[str, Any], int]:
         tempfile.TemporaryDirectory(prefix="spotify-ingest-workers-") as tmp,
     ):
         # Create (or upgrade) the schema once, before the workers race for it.
-        with open_store(req.db):
-            pass
-        fleet = _Fleet(req, n, endpoint, Path(tmp))
+        with open_store(req.db) as store:
+            fleet_start = store.artist_counts().total
+        fleet = _Fleet(req, n, endpoint, Path(tmp), debug=debug)
         previous = {s: signal.signal(s, fleet.on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return _supervise(fleet, req, n)
+            return _supervise(fleet, req, n, fleet_start)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -389,27 +482,24 @@ def run_workers(req: CrawlRequest, n: int) -> tuple[dict[str, Any], int]:
                     fleet._redis.close()
 
 
-def _supervise(fleet: _Fleet, req: CrawlRequest, n: int) -> tuple[dict[str, Any], int]:
+def _supervise(
+    fleet: _Fleet, req: CrawlRequest, n: int, artists_before: int
+) -> tuple[dict[str, Any], int]:
     reports: list[dict[str, Any]] = []
     codes: list[int] = []
     failed: list[tuple[str, int]] = []
     rounds = 0
     for rnd in range(1, MAX_ROUNDS + 1):
         rounds = rnd
-        results = fleet.run_round(rnd)
         all_done = True  # every worker that lived to the end found nothing left to do
-        for worker, code, report in results:
+        for worker in fleet.run_round(rnd):
+            code, report = worker.proc.returncode, worker.report
             codes.append(code)
-            if code < 0:  # killed by a signal we did not send (the OOM killer, kill -9 ...)
-                name = _signal_name(-code)
-                _stderr(f"[{worker.name}] killed by {name}: the others take over its tasks")
-                continue
             if report is not None:
                 report["worker"] = worker.name
                 reports.append(report)
-                _stderr(f"[{worker.name}] exit {code}: {_summary(report)}")
-            else:
-                _stderr(f"[{worker.name}] exit {code} (no report): {worker.last_line}")
+            if code < 0:  # killed by a signal: the others (or the next round) take over its tasks
+                continue
             if code not in (0, EXIT_SIGINT, EXIT_SIGTERM):
                 failed.append((worker.name, code))
             if code != 0 or report is None or report.get("stop_reason") != "done":
@@ -434,7 +524,8 @@ def _supervise(fleet: _Fleet, req: CrawlRequest, n: int) -> tuple[dict[str, Any]
             break
         if fleet.signals:
             break
-    combined = _combine(req, n, reports, codes, rounds, time.monotonic() - fleet.started)
+    elapsed = time.monotonic() - fleet.started
+    combined = _combine(req, n, reports, codes, rounds, elapsed, artists_before)
     artists = combined["artists"]
     print(
         f"{combined['stop_reason']}: {artists['total'] or 0:,} artists "
@@ -476,7 +567,14 @@ def _combine(
     codes: list[int],
     rounds: int,
     elapsed: float,
+    artists_before: int,
 ) -> dict[str, Any]:
+    """The fleet's figures: the workers' summed, the artists' from the store.
+
+    New artists are the store's growth over the run (what every worker added, a worker that left
+    no report included); requests are summed from the workers' reports, the finished tasks'
+    requests in the database standing in for a worker that left none.
+    """
     by_status: dict[str, int] = {}
     for r in reports:
         for status, k in (r.get("requests_by_status") or {}).items():
@@ -498,6 +596,10 @@ def _combine(
             "total": counts.total if counts else None,
             "full": counts.full if counts else None,
         },
-        "new_artists_this_run": sum(int(r.get("new_artists_this_run", 0)) for r in reports),
+        "new_artists_this_run": (
+            counts.total - artists_before
+            if counts
+            else sum(int(r.get("new_artists_this_run", 0)) for r in reports)
+        ),
         "per_worker": reports,
     }
