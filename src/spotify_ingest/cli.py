@@ -24,6 +24,7 @@ import typer
 
 from . import __version__
 from .benchmark.cli import bench_command
+from .config import MAX_RUN_TIMEOUT, MAX_TRY_TIMEOUT
 from .errors import (
     EXIT_INTERNAL,
     EXIT_MUST_WAIT,
@@ -98,6 +99,11 @@ class Format(StrEnum):
     parquet = "parquet"
 
 
+def _seconds(what: str, most: float) -> Any:
+    """A flag of seconds, ``0.1`` to ``most``."""
+    return typer.Option(min=0.1, max=most, help=f"Seconds {what}.")
+
+
 @app.command()
 def crawl(
     db: Annotated[
@@ -153,6 +159,29 @@ def crawl(
     env_file: Annotated[Path, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET.")] = Path(
         ".env"
     ),
+    connect_timeout: Annotated[
+        float | None, _seconds("to connect, per try [SPOTIFY_CONNECT_TIMEOUT, 5]", MAX_TRY_TIMEOUT)
+    ] = None,
+    read_timeout: Annotated[
+        float | None,
+        _seconds(
+            "to wait for an answer's bytes, per try [SPOTIFY_READ_TIMEOUT, 20]", MAX_TRY_TIMEOUT
+        ),
+    ] = None,
+    no_answer_timeout: Annotated[
+        float | None,
+        _seconds(
+            "without any answer since the start before exit 69 [SPOTIFY_NO_ANSWER_TIMEOUT, 45]",
+            MAX_RUN_TIMEOUT,
+        ),
+    ] = None,
+    outage_timeout: Annotated[
+        float | None,
+        _seconds(
+            "without an answer, after answers, before exit 69 [SPOTIFY_OUTAGE_TIMEOUT, 900]",
+            MAX_RUN_TIMEOUT,
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -219,6 +248,16 @@ def crawl(
         redis_prefix=redis_prefix,
         worker_id=worker_id,
         lease_seconds=lease_seconds,
+        timeouts=tuple(
+            (name, seconds)
+            for name, seconds in (
+                ("connect_timeout", connect_timeout),
+                ("read_timeout", read_timeout),
+                ("no_answer_timeout", no_answer_timeout),
+                ("outage_timeout", outage_timeout),
+            )
+            if seconds is not None
+        ),
     )
     if workers > 1:
         from .workers import run_workers

@@ -49,6 +49,7 @@ class CrawlDisplay:
         self._last_log = 0.0
         self._live: Live | None = None
         self._countdown: str | None = None
+        self._waiting: str | None = None
         self.last: Progress | None = None
 
     def __enter__(self) -> CrawlDisplay:
@@ -80,6 +81,16 @@ class CrawlDisplay:
             print(self._countdown, file=self.stream, flush=True)
         if seconds_left <= 0:
             self._countdown = None
+
+    def waiting(self, reason: str | None, until: float | None = None) -> None:
+        """What the crawl waits for (``None``: nothing any more); ``until`` is a wall-clock time
+        (epoch seconds) or None. A panel line, or a log line at once when not a terminal."""
+        self._waiting = reason
+        if self._live is None:
+            if reason is not None:
+                print(reason, file=self.stream, flush=True)
+            return
+        self._live.update(self._render(self.last) if self.last else Text(reason or ""))
 
     def __call__(self, progress: Progress) -> None:
         self.last = progress
@@ -135,6 +146,8 @@ class CrawlDisplay:
         parts: list[Table | Text] = [summary, yields]
         if self._countdown:
             parts.append(Text(self._countdown, style="yellow"))
+        if self._waiting:
+            parts.append(Text(self._waiting, style="yellow"))
         if p.stop_reason:
             parts.append(Text(f"stopping: {p.stop_reason}", style="bold"))
         return Group(*parts)
