@@ -22,7 +22,8 @@ connections and never answers is reported from the first second. Once the hosts 
 costs a set look-up and a counter.
 
 :meth:`Reachability.stop` cancels every task waiting here (queued at the gate, pausing, or with a
-try in flight while the API is silent), so that a stop request does not sit out a silence.
+try in flight while the API is silent, sent before the silence was known or during it), so that
+a stop request does not sit out a silence.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ class Reachability:
         self._reported = False  # on_waiting was told something since the last answer
         self._stopped = False
         self._gate = asyncio.Lock()  # one try at a time while the API is silent
-        self._waiters: set[asyncio.Task[object]] = set()
+        self._waiters: set[asyncio.Task[object]] = set()  # queued, pausing or watched tries
+        self._in_flight: set[asyncio.Task[object] | None] = set()  # tries sent while answered
 
     def silent(self, target: str) -> bool:
         """True while a silence lasts, or while the host ``target`` has not answered yet."""
@@ -114,19 +116,27 @@ class Reachability:
         if self.silent(target):
             return await self._watched(attempt, target)
         answers = self.answers
+        task = asyncio.current_task()
+        self._in_flight.add(task)
         try:
             result = await attempt
         except NO_ANSWER as exc:
             # Sent before a silence that another request has already met: not a try of its own.
             self._no_answer(exc, answers, target, counted=self._silent_since is None)
             raise
+        finally:
+            self._in_flight.discard(task)
         self._answered(target)
         return result
 
     def stop(self) -> None:
-        """Cancel every task waiting here, and any that would wait from now on."""
+        """Cancel every task waiting here, and any that would wait from now on; while a silence
+        lasts, also the requests sent before it that are still waiting for their answer."""
         self._stopped = True
-        for task in list(self._waiters):
+        waiting = list(self._waiters)
+        if self._silent_since is not None:
+            waiting += [task for task in self._in_flight if task is not None]
+        for task in waiting:
             task.cancel()
 
     # -- a silence -------------------------------------------------------------------------------

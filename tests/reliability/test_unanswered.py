@@ -26,8 +26,15 @@ import pytest
 from spotify_ingest.sim.app import SimApp, SimConfig
 
 from .conftest import Reference
-from .harness import CLI, SIM_CONFIG, Results, ServedSim, cli_env
-from .test_faults import FAULT_ARGS, Faulty, assert_finished_like_reference, crawl, record
+from .harness import CLI, SIM_CONFIG, Results, ServedSim, cli_env, crawl_cmd, read_db, run_cli
+from .test_faults import (
+    FAULT_ARGS,
+    FAULT_SIM,
+    Faulty,
+    assert_finished_like_reference,
+    crawl,
+    record,
+)
 
 NOT_ANSWERING = "the API is not answering"
 #: What the issue allows: visible within 2 s, exit 69 within 60 s, stopped within 2 s of SIGTERM.
@@ -119,13 +126,15 @@ class Watched:
 def crawl_against(tmp_path: Path) -> Iterator[Callable[..., Watched]]:
     started: list[Watched] = []
 
-    def start(port: int, token_url: str | None = None) -> Watched:
+    def start(
+        port: int, *args: str, token_url: str | None = None, env: dict[str, str] | None = None
+    ) -> Watched:
         base = f"http://127.0.0.1:{port}"
         cmd = [*CLI, "crawl", "--db", str(tmp_path / "silent.db"), "--api-base", base + "/v1",
-               "--token-url", token_url or base + "/api/token"]  # fmt: skip
+               "--token-url", token_url or base + "/api/token", *args]  # fmt: skip
         proc = subprocess.Popen(
-            cmd, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True,
+            cmd, cwd=tmp_path, env=cli_env(extra=env), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         watched = Watched(proc, time.monotonic())
         started.append(watched)
@@ -181,12 +190,28 @@ def test_nothing_listening_is_reported_at_once_and_exits_69_within_a_minute(
     assert last.startswith("error: the API did not answer for "), last
 
 
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(("--no-answer-timeout", "2"), None), ((), {"SPOTIFY_NO_ANSWER_TIMEOUT": "2"})],
+    ids=["flag", "environment"],
+)
+def test_no_answer_timeout_is_settable(
+    crawl_against: Callable[..., Watched], args: tuple[str, ...], env: dict[str, str] | None
+) -> None:
+    crawl = crawl_against(_free_port(), *args, env=env)
+    seen = crawl.first(NOT_ANSWERING, timeout=30)
+    crawl.wait(30)
+    assert seen is not None and crawl.proc.returncode == 69, crawl.text()
+    assert crawl.lines[-1][0] - seen <= 2.0 + 1.0, crawl.text()
+
+
 @pytest.mark.parametrize("token", ["silent too", "answers"])
 def test_server_that_never_answers_is_reported_at_once_and_exits_69_within_a_minute(
     crawl_against: Callable[..., Watched], results: Results, token: str
 ) -> None:
     with SilentServer() as server, ServedSim(SimConfig(**SIM_CONFIG)) as sim:
-        crawl = crawl_against(server.port, None if token == "silent too" else sim.token_url)
+        token_url = None if token == "silent too" else sim.token_url
+        crawl = crawl_against(server.port, token_url=token_url)
         seen = crawl.first(NOT_ANSWERING, timeout=30)
         ended = crawl.wait(EXIT_WITHIN + 15)
     first_try = server.accepted[0] if server.accepted else None
@@ -297,3 +322,32 @@ def test_api_silent_mid_crawl_longer_than_outage_timeout_exits_69_then_resumes(
     assert first.error_lines()[-1].startswith("error: the API did not answer for "), str(first)
     assert "--outage-timeout" in first.error_lines()[-1]
     assert_finished_like_reference(out, reference)
+
+
+def test_sigterm_while_the_api_is_silent_mid_crawl_stops_within_2_s_and_resumes(
+    tmp_path: Path, reference: Reference
+) -> None:
+    outage = Outage()
+    db = tmp_path / "fault.db"
+    with ServedSim(SimConfig(**FAULT_SIM), outage.wrap) as sim:
+        cmd = crawl_cmd(sim, db, *FAULT_ARGS)
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=cli_env(extra={"SPOTIFY_READ_TIMEOUT": "3"}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        crawl = Watched(proc, time.monotonic())
+        seen = crawl.first(NOT_ANSWERING, timeout=60)
+        assert seen is not None, crawl.text()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        crawl.wait(STOP_WITHIN + 10)
+        stopped = time.monotonic() - signalled
+        assert stopped <= STOP_WITHIN, f"stopped {stopped:.1f} s after SIGTERM\n{crawl.text()}"
+        assert proc.returncode == 143, crawl.text()
+        outage.end()
+        resumed = run_cli(cmd, cwd=tmp_path)
+    assert resumed.code == 0 and resumed.stdout.startswith("done:"), str(resumed)
+    state = read_db(db)
+    assert state.count(1) == 0 and state.count(3) == 0
+    assert set(state.artists) == set(reference.state.artists)
