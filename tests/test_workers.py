@@ -283,3 +283,17 @@ def test_workers_without_redis_warn_that_the_budget_is_not_shared(tmp_path: Path
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("warning: --workers 2 without --redis"), result.stderr
     assert result.returncode == 4 and lines[-1].startswith("error: "), result.stderr
+
+
+def test_timeout_flags_reach_every_worker(tmp_path: Path) -> None:
+    from spotify_ingest.runner import CrawlRequest
+    from spotify_ingest.workers import _Endpoint, worker_argv
+
+    req = CrawlRequest(
+        db="postgresql://localhost/x",
+        timeouts=(("connect_timeout", 2.5), ("no_answer_timeout", 30.0)),
+    )
+    argv = worker_argv(req, "w1", tmp_path / "w1.json", _Endpoint(None, None, None))
+    assert argv[argv.index("--connect-timeout") + 1] == "2.5"
+    assert argv[argv.index("--no-answer-timeout") + 1] == "30.0"
+    assert "--read-timeout" not in argv  # not given: the worker reads the environment as we do

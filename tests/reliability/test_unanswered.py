@@ -10,6 +10,7 @@ connections it accepts, so "said so within 2 s of the first try" is measured fro
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -203,6 +204,26 @@ def test_no_answer_timeout_is_settable(
     crawl.wait(30)
     assert seen is not None and crawl.proc.returncode == 69, crawl.text()
     assert crawl.lines[-1][0] - seen <= 2.0 + 1.0, crawl.text()
+
+
+def test_connect_timeout_is_settable(crawl_against: Callable[..., Watched]) -> None:
+    # A listening socket whose accept queue is full: the kernel drops new connection attempts,
+    # so a connect waits until its timeout.
+    with socket.socket() as full, contextlib.ExitStack() as fillers:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        for _ in range(4):
+            filler = fillers.enter_context(socket.socket())
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(full.getsockname())
+        crawl = crawl_against(
+            full.getsockname()[1], "--connect-timeout", "0.5", "--no-answer-timeout", "4"
+        )
+        seen = crawl.first("connect timeout", timeout=30)
+        crawl.wait(30)
+    assert seen is not None and seen - crawl.started <= _startup_seconds() + 0.5 + 2.0, crawl.text()
+    assert crawl.proc.returncode == 69, crawl.text()
 
 
 @pytest.mark.parametrize("token", ["silent too", "answers"])
