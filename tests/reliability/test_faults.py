@@ -557,7 +557,7 @@ def test_api_unreachable_at_start_is_an_error_not_done(tmp_path: Path, results: 
     results.add(
         "fault_api_unreachable",
         fault="nothing listening at --api-base / --token-url",
-        crawler_did=f"exit {run.code}: {(run.stdout.strip() or run.stderr.strip())[:120]}",
+        crawler_did=f"exit {run.code}: {(run.error_lines() or [''])[-1][:120]}",
         exit_codes=[run.code],
         requests_sent=0,
         lost=0,

@@ -115,6 +115,14 @@ class Watched:
         self._reader.join(5)
         return ended
 
+    def terminate(self) -> float:
+        """SIGTERM, half a second into the wait that was reported; seconds until it exited."""
+        time.sleep(0.5)
+        self.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        self.wait(STOP_WITHIN + 10)
+        return time.monotonic() - signalled
+
     def text(self) -> str:
         return "\n".join(f"{at - self.started:6.2f} {line}" for at, line in self.lines)
 
@@ -254,19 +262,22 @@ def test_server_that_never_answers_is_reported_at_once_and_exits_69_within_a_min
     assert any("read timeout" in line for _, line in crawl.lines), crawl.text()
 
 
-@pytest.mark.parametrize("silence", ["refused", "never answers"])
+@pytest.mark.parametrize("silence", ["refuses connections", "never answers"])
 def test_sigterm_while_the_api_is_silent_stops_within_2_s(
-    crawl_against: Callable[..., Watched], silence: str
+    crawl_against: Callable[..., Watched], silence: str, results: Results
 ) -> None:
     with SilentServer() as server:
         crawl = crawl_against(server.port if silence == "never answers" else _free_port())
         seen = crawl.first(NOT_ANSWERING, timeout=30)
         assert seen is not None, crawl.text()
-        time.sleep(0.5)  # inside the wait, not at its first report
-        crawl.proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        crawl.wait(STOP_WITHIN + 10)
-        stopped = time.monotonic() - signalled
+        stopped = crawl.terminate()
+    results.add(
+        "fault_api_silent_sigterm_" + silence.replace(" ", "_"),
+        fault=f"SIGTERM while the API {silence} at the start",
+        crawler_did=f"exit {crawl.proc.returncode} {stopped:.1f} s after SIGTERM",
+        exit_codes=[crawl.proc.returncode],
+        stop_seconds=round(stopped, 2),
+    )
     assert stopped <= STOP_WITHIN, f"stopped {stopped:.1f} s after SIGTERM\n{crawl.text()}"
     assert crawl.proc.returncode == 143, crawl.text()
 
@@ -346,7 +357,7 @@ def test_api_silent_mid_crawl_longer_than_outage_timeout_exits_69_then_resumes(
 
 
 def test_sigterm_while_the_api_is_silent_mid_crawl_stops_within_2_s_and_resumes(
-    tmp_path: Path, reference: Reference
+    tmp_path: Path, reference: Reference, results: Results
 ) -> None:
     outage = Outage()
     db = tmp_path / "fault.db"
@@ -359,16 +370,21 @@ def test_sigterm_while_the_api_is_silent_mid_crawl_stops_within_2_s_and_resumes(
         crawl = Watched(proc, time.monotonic())
         seen = crawl.first(NOT_ANSWERING, timeout=60)
         assert seen is not None, crawl.text()
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        crawl.wait(STOP_WITHIN + 10)
-        stopped = time.monotonic() - signalled
+        stopped = crawl.terminate()
         assert stopped <= STOP_WITHIN, f"stopped {stopped:.1f} s after SIGTERM\n{crawl.text()}"
         assert proc.returncode == 143, crawl.text()
         outage.end()
         resumed = run_cli(cmd, cwd=tmp_path)
     assert resumed.code == 0 and resumed.stdout.startswith("done:"), str(resumed)
     state = read_db(db)
+    results.add(
+        "fault_api_silent_mid_run_sigterm",
+        fault="SIGTERM while the API, after answering, accepts connections and answers nothing "
+        "(read timeout 3 s), then the same command with the API back",
+        crawler_did=f"exit {proc.returncode} {stopped:.1f} s after SIGTERM; the resume exited "
+        f"{resumed.code} with {len(state.artists)} of {len(reference.state.artists)} artists",
+        exit_codes=[proc.returncode, resumed.code],
+        stop_seconds=round(stopped, 2),
+    )
     assert state.count(1) == 0 and state.count(3) == 0
     assert set(state.artists) == set(reference.state.artists)
