@@ -152,7 +152,7 @@ class Reachability:
                 if self.silent(target):
                     return await self._paced_try(attempt, target)
         except BaseException:
-            _discard(attempt)  # cancelled or given up before it was sent
+            _discard(attempt)  # not sent (cancelled, given up); one that ran is left as it is
             raise
         finally:
             self._waiters.discard(task)
