@@ -139,3 +139,19 @@ def test_plain_http_only_for_loopback() -> None:
     with pytest.raises(UsageError):
         check_endpoint_url("https://user:pw@api.spotify.com/v1", what="API base URL")
     assert check_endpoint_url("http://sim.test/v1", what="x", allow_plain_http=True)
+
+
+def test_run_timeouts_from_environment_and_every_timeout_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = ClientSettings.from_env(env_file=None)
+    assert defaults.no_answer_timeout < 60.0  # exit 69 within a minute by default
+    assert defaults.outage_timeout >= defaults.no_answer_timeout
+    monkeypatch.setenv("SPOTIFY_NO_ANSWER_TIMEOUT", "10")
+    monkeypatch.setenv("SPOTIFY_OUTAGE_TIMEOUT", "120")
+    settings = ClientSettings.from_env(env_file=None)
+    assert (settings.no_answer_timeout, settings.outage_timeout) == (10.0, 120.0)
+    assert ClientSettings.from_env(env_file=None, no_answer_timeout=3.0).no_answer_timeout == 3.0
+    monkeypatch.setenv("SPOTIFY_CONNECT_TIMEOUT", "1e9")
+    with pytest.raises(UsageError, match=r"^SPOTIFY_CONNECT_TIMEOUT in the environment "):
+        ClientSettings.from_env(env_file=None)

@@ -414,6 +414,7 @@ def test_workers_started_into_a_stored_retry_after_send_nothing_and_stop_at_once
     assert took <= 2.0, f"Ctrl-C took {took:.1f} s"
     assert truth["requests_total"] == 0 and truth["tokens"]["issued"] == 0
 
+
 SLOW = SimConfig(artists=N_ARTISTS, seed=SEED, limit=20, window=WINDOW)  # will not finish soon
 
 
@@ -559,3 +560,17 @@ def test_limits_shows_the_fleets_learned_limit_while_it_runs(
             fleet.proc.send_signal(signal.SIGINT)
             code = fleet.finish()
     assert running and code == 130, fleet.stderr[-3000:]
+
+
+def test_timeout_flags_reach_every_worker(tmp_path: Path) -> None:
+    from spotify_ingest.runner import CrawlRequest
+    from spotify_ingest.workers import _Endpoint, worker_argv
+
+    req = CrawlRequest(
+        db="postgresql://localhost/x",
+        timeouts=(("connect_timeout", 2.5), ("no_answer_timeout", 30.0)),
+    )
+    argv = worker_argv(req, "w1", tmp_path / "w1.json", _Endpoint(None, None, None))
+    assert argv[argv.index("--connect-timeout") + 1] == "2.5"
+    assert argv[argv.index("--no-answer-timeout") + 1] == "30.0"
+    assert "--read-timeout" not in argv  # not given: the worker reads the environment as we do

@@ -21,7 +21,9 @@ one renewal.
 **Errors.** 400/401 ``invalid_client`` (or any 401) means wrong credentials: a
 :class:`CredentialsError` at once, never retried, remembered (later calls fail at once instead of
 hammering the token endpoint). 5xx and transport failures are retried with full-jitter backoff,
-``max_attempts`` in all, then :class:`ServerError` / :class:`TransportError`. A 429 waits its
+``max_attempts`` in all, then :class:`ServerError` / :class:`TransportError`. A token endpoint
+that does not answer at all (refused, timeouts) is retried, reported and given up on by the
+client's :class:`~spotify_ingest.reachability.Reachability`, as the API is. A 429 waits its
 ``Retry-After`` (or :class:`MustWaitError` beyond ``max_wait``). The secret and the tokens never
 appear in an exception, a log record or a ``repr``.
 """
@@ -36,6 +38,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -49,6 +52,7 @@ from .errors import (
     ServerError,
     TransportError,
 )
+from .reachability import Reachability, Unanswered
 
 __all__ = ["AccessToken", "TokenProvider", "parse_retry_after", "renewal_margin"]
 
@@ -94,6 +98,7 @@ class TokenProvider:
         max_wait: float = 900.0,
         rng: random.Random | None = None,
         on_token_request: Callable[[], None] | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -107,6 +112,8 @@ class TokenProvider:
         self._max_wait = max_wait
         self._rng = rng or random.Random()
         self._on_token_request = on_token_request
+        self._reach = reachability or Reachability(clock=self._clock)
+        self._host = urlsplit(token_url).netloc
         self._token: AccessToken | None = None  # the cached token, None until fetched/invalidated
         self._renewal: asyncio.Task[AccessToken] | None = None  # the one renewal in flight
         self._rejected: CredentialsError | None = None  # sticky: wrong credentials stay wrong
@@ -178,6 +185,8 @@ class TokenProvider:
             attempt += 1
             try:
                 return await self._fetch_once()
+            except Unanswered:
+                attempt -= 1  # silent: the reachability gate paces these tries and bounds them
             except (ServerError, TransportError) as exc:
                 if attempt >= self._max_attempts:
                     raise
@@ -213,11 +222,16 @@ class TokenProvider:
             self._on_token_request()
         started = time.perf_counter()
         try:
-            response = await self._http.post(
-                self._token_url,
-                data={"grant_type": "client_credentials"},
-                auth=httpx.BasicAuth(self._credentials.client_id, self._credentials.secret_value()),
-                headers={"Accept": "application/json"},
+            response = await self._reach.send(
+                self._http.post(
+                    self._token_url,
+                    data={"grant_type": "client_credentials"},
+                    auth=httpx.BasicAuth(
+                        self._credentials.client_id, self._credentials.secret_value()
+                    ),
+                    headers={"Accept": "application/json"},
+                ),
+                self._host,
             )
         except httpx.TransportError as exc:
             raise TransportError(

@@ -25,6 +25,7 @@ import typer
 
 from . import __version__
 from .benchmark.cli import bench_command
+from .config import MAX_RUN_TIMEOUT, MAX_TRY_TIMEOUT
 from .deadline import DEADLINE_PREFIX, RetryDeadline, format_local
 from .errors import (
     EXIT_INTERNAL,
@@ -100,6 +101,11 @@ class Format(StrEnum):
     parquet = "parquet"
 
 
+def _seconds(what: str, most: float) -> Any:
+    """A flag of seconds, ``0.1`` to ``most``."""
+    return typer.Option(min=0.1, max=most, help=f"Seconds {what}.")
+
+
 @app.command()
 def crawl(
     db: Annotated[
@@ -155,6 +161,29 @@ def crawl(
     env_file: Annotated[Path, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET.")] = Path(
         ".env"
     ),
+    connect_timeout: Annotated[
+        float | None, _seconds("to connect, per try [SPOTIFY_CONNECT_TIMEOUT, 5]", MAX_TRY_TIMEOUT)
+    ] = None,
+    read_timeout: Annotated[
+        float | None,
+        _seconds(
+            "to wait for an answer's bytes, per try [SPOTIFY_READ_TIMEOUT, 20]", MAX_TRY_TIMEOUT
+        ),
+    ] = None,
+    no_answer_timeout: Annotated[
+        float | None,
+        _seconds(
+            "without any answer since the start before exit 69 [SPOTIFY_NO_ANSWER_TIMEOUT, 45]",
+            MAX_RUN_TIMEOUT,
+        ),
+    ] = None,
+    outage_timeout: Annotated[
+        float | None,
+        _seconds(
+            "without an answer, after answers, before exit 69 [SPOTIFY_OUTAGE_TIMEOUT, 900]",
+            MAX_RUN_TIMEOUT,
+        ),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -221,6 +250,16 @@ def crawl(
         redis_prefix=redis_prefix,
         worker_id=worker_id,
         lease_seconds=lease_seconds,
+        timeouts=tuple(
+            (name, seconds)
+            for name, seconds in (
+                ("connect_timeout", connect_timeout),
+                ("read_timeout", read_timeout),
+                ("no_answer_timeout", no_answer_timeout),
+                ("outage_timeout", outage_timeout),
+            )
+            if seconds is not None
+        ),
     )
     write_stats = None if stats_json is None else functools.partial(_write_json, stats_json)
     if workers > 1:
@@ -369,6 +408,7 @@ def _print_deadlines(rows: list[tuple[str, Any]], now: float) -> None:
             f"{format_local(deadline.until)} local time ({deadline.until - now:.0f} s left; "
             f"met on GET {deadline.endpoint}): nothing is sent before then"
         )
+
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -29,6 +29,10 @@ One call, step by step (``_call``)::
     400 "Invalid limit"   InvalidLimitError;  other 4xx -> BadRequestError (never retried)
     5xx            controller.on_success (the server saw it); retried
     transport      (timeouts, resets, refused, protocol errors) controller.on_no_response; retried
+    no answer      (refused, timeouts, and nothing else heard from the API since the request left)
+                   the reachability gate (reachability.py) paces the tries one at a time and
+                   reports them (``on_waiting``); ApiUnreachableError (exit 69) when the silence
+                   outlasts --no-answer-timeout (never answered) or --outage-timeout
 
 Retries (5xx, transport, truncated bodies) use capped exponential backoff with full jitter:
 ``sleep = uniform(0, min(cap, base * 2**n))`` with ``base = min(0.5 s, window / 60)`` and
@@ -105,6 +109,7 @@ from .models import (
     decoder,
     parse_playlist_items,
 )
+from .reachability import Reachability, Unanswered, WaitingCallback
 from .transport import AiohttpTransport
 
 __all__ = [
@@ -115,6 +120,7 @@ __all__ = [
     "RetryBudget",
     "SpotifyClient",
     "WaitCallback",
+    "WaitingCallback",
 ]
 
 logger = logging.getLogger("spotify_ingest.client")
@@ -384,6 +390,7 @@ class SpotifyClient:
         wait: bool = False,
         on_wait: WaitCallback | None = None,
         on_429: RateLimitCallback | None = None,
+        on_waiting: WaitingCallback | None = None,
         settings: ClientSettings | None = None,
         timeout: httpx.Timeout | None = None,
         clock: Clock | None = None,
@@ -406,6 +413,7 @@ class SpotifyClient:
             token_url or settings.token_url, what="token URL", allow_plain_http=in_process
         )
         self._base_path = urlsplit(self._api_base).path.rstrip("/")
+        self._api_host = urlsplit(self._api_base).netloc
         self.stats = ClientStats()
         self._max_wait = float(max_wait)
         self._wait = wait
@@ -413,6 +421,13 @@ class SpotifyClient:
         self.on_429 = on_429
         self.on_wire = 0  # requests sent whose answer has not arrived yet
         self._clock: Clock = clock or MonotonicClock()
+        # Whether the API answers at all; shared with the token provider.
+        self.reachability = Reachability(
+            no_answer_timeout=settings.no_answer_timeout,
+            outage_timeout=settings.outage_timeout,
+            clock=self._clock,
+            on_waiting=on_waiting,
+        )
         self._controller: RateControllerLike = controller or _BarePause(
             self._clock, max_wait=self._max_wait, wait=wait, stats=self.stats
         )
@@ -468,6 +483,7 @@ class SpotifyClient:
             max_wait=self._max_wait,
             rng=self._rng,
             on_token_request=self._count_token_request,
+            reachability=self.reachability,
         )
         self._playlist_route: Literal["items", "tracks"] | None = None  # learned on first success
 
@@ -484,6 +500,10 @@ class SpotifyClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def stop_waiting(self) -> None:
+        """Cancel the calls that wait for a silent API (a stop was requested)."""
+        self.reachability.stop()
 
     async def aclose(self) -> None:
         await self.tokens.aclose()
@@ -699,9 +719,9 @@ class SpotifyClient:
             started = time.perf_counter()
             try:
                 if fast is not None:
-                    response = await self._get_fast(fast, full_url, token)
+                    attempt = self._get_fast(fast, full_url, token)
                 else:
-                    response = await self._send(
+                    attempt = self._send(
                         httpx.Request(
                             "GET",
                             url,
@@ -710,6 +730,12 @@ class SpotifyClient:
                             extensions=self._timeouts,
                         )
                     )
+                response = await self.reachability.send(attempt, self._api_host)
+            except Unanswered:  # the API is silent: its gate paces the next try, no retry counted
+                controller.on_no_response(ticket)
+                stats.transport_errors += 1
+                self._log(endpoint, "no answer", started)
+                continue
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 controller.on_no_response(ticket)
                 stats.transport_errors += 1

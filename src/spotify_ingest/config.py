@@ -9,8 +9,9 @@ The secret is a :class:`pydantic.SecretStr` and never appears in ``repr``/``str`
 log record or in an exception message; ``repr`` shows the client id masked (``'ab12…'``).
 
 Endpoint URLs and timeouts live in :class:`ClientSettings` (``SPOTIFY_API_BASE``,
-``SPOTIFY_TOKEN_URL``, ``SPOTIFY_CONNECT_TIMEOUT`` ...). Plain ``http://`` is accepted only for
-loopback hosts (the simulator); TLS certificate verification is never switched off.
+``SPOTIFY_TOKEN_URL``, ``SPOTIFY_CONNECT_TIMEOUT`` ...; ``crawl`` flags override the timeouts).
+Plain ``http://`` is accepted only for loopback hosts (the simulator); TLS certificate
+verification is never switched off.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import CredentialsError, UsageError
+from .reachability import DEFAULT_NO_ANSWER_TIMEOUT, DEFAULT_OUTAGE_TIMEOUT
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -46,6 +48,10 @@ __all__ = [
 
 DEFAULT_API_BASE = "https://api.spotify.com/v1"
 DEFAULT_TOKEN_URL = "https://accounts.spotify.com/api/token"
+
+#: Upper bounds of the timeouts (seconds): one try's, and a run's wait for an API that is silent.
+MAX_TRY_TIMEOUT = 600.0
+MAX_RUN_TIMEOUT = 86_400.0
 
 _ID_VARS = ("SPOTIFY_CLIENT_ID", "CLIENT_ID")
 _SECRET_VARS = ("SPOTIFY_CLIENT_SECRET", "CLIENT_SECRET")
@@ -173,10 +179,13 @@ def check_endpoint_url(url: str, *, what: str, allow_plain_http: bool = False) -
 class ClientSettings(BaseSettings):
     """Where the API is and how long to wait for it.
 
-    Environment variables: ``SPOTIFY_API_BASE``, ``SPOTIFY_TOKEN_URL``,
-    ``SPOTIFY_CONNECT_TIMEOUT``, ``SPOTIFY_READ_TIMEOUT``, ``SPOTIFY_WRITE_TIMEOUT``,
-    ``SPOTIFY_POOL_TIMEOUT`` (seconds). There is deliberately no setting to turn TLS verification
-    off.
+    Environment variables: ``SPOTIFY_API_BASE``, ``SPOTIFY_TOKEN_URL`` and, in seconds, each try's
+    ``SPOTIFY_CONNECT_TIMEOUT`` (TCP and TLS connect), ``SPOTIFY_READ_TIMEOUT`` (an answer's
+    bytes), ``SPOTIFY_WRITE_TIMEOUT``, ``SPOTIFY_POOL_TIMEOUT`` (waiting for a free connection),
+    and for the run ``SPOTIFY_NO_ANSWER_TIMEOUT`` (exit 69 when the API never answered for this
+    long since the start) and ``SPOTIFY_OUTAGE_TIMEOUT`` (the same for an API that answered
+    before). Every one is bounded, so no wait is endless. There is deliberately no setting to
+    turn TLS verification off.
     """
 
     model_config = SettingsConfigDict(
@@ -185,10 +194,12 @@ class ClientSettings(BaseSettings):
 
     api_base: str = DEFAULT_API_BASE
     token_url: str = DEFAULT_TOKEN_URL
-    connect_timeout: float = Field(default=5.0, gt=0)
-    read_timeout: float = Field(default=20.0, gt=0)
-    write_timeout: float = Field(default=10.0, gt=0)
-    pool_timeout: float = Field(default=60.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0, le=MAX_TRY_TIMEOUT)
+    read_timeout: float = Field(default=20.0, gt=0, le=MAX_TRY_TIMEOUT)
+    write_timeout: float = Field(default=10.0, gt=0, le=MAX_TRY_TIMEOUT)
+    pool_timeout: float = Field(default=60.0, gt=0, le=MAX_TRY_TIMEOUT)
+    no_answer_timeout: float = Field(default=DEFAULT_NO_ANSWER_TIMEOUT, gt=0, le=MAX_RUN_TIMEOUT)
+    outage_timeout: float = Field(default=DEFAULT_OUTAGE_TIMEOUT, gt=0, le=MAX_RUN_TIMEOUT)
 
     @classmethod
     def from_env(

@@ -54,6 +54,7 @@ from .discovery.search import Alphabet, SearchPlan
 from .discovery.tasks import ENDPOINT_OF, STRATEGY_KINDS, STRATEGY_ORDER, TaskRunner
 from .errors import (
     ApiError,
+    ApiUnreachableError,
     AuthenticationError,
     BadRequestError,
     BadResponseError,
@@ -231,6 +232,7 @@ class Crawler:
             self._stop_reason = reason
         self._stop_event.set()
         self._wake.set()
+        self.client.stop_waiting()  # calls waiting for a silent API give up at once
 
     @property
     def stopping(self) -> bool:
@@ -476,7 +478,13 @@ class Crawler:
                 if task.id in self._in_flight:
                     self.store.release([task])
                 raise
-            except (MustWaitError, CredentialsError, AuthenticationError, StoreError) as exc:
+            except (
+                MustWaitError,
+                CredentialsError,
+                AuthenticationError,
+                StoreError,
+                ApiUnreachableError,
+            ) as exc:
                 if task.id in self._in_flight:
                     self.store.release([task])
                 self._fatal = self._fatal or exc

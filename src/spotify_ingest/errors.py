@@ -23,10 +23,12 @@ access token): build messages from ids, URLs and statuses only.
     |   +-- ServerError                         5xx
     |   +-- TransportError                      timeouts, resets, refused connections
     |   +-- BadResponseError                    body not JSON or not the documented shape
+    +-- ApiUnreachableError             exit 69 no answer at all (refused, timeouts) for too long
     +-- MustWaitError                   exit 75 Retry-After above --max-wait, or quota: resume later
 
 Retrying is the client's job (RateLimited, Server, Transport are retried there); what escapes the
-client is final for that request.
+client is final for that request. :class:`ApiUnreachableError` is final for the whole run: it is no
+``ApiError`` of one request (which the crawler would retry later) but the API's silence.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "EXIT_STORE",
     "EXIT_USAGE",
     "ApiError",
+    "ApiUnreachableError",
     "AuthenticationError",
     "BadRequestError",
     "BadResponseError",
@@ -176,6 +179,12 @@ class TransportError(ApiError):
 
 class BadResponseError(ApiError):
     """The body is not JSON or does not have the documented shape."""
+
+
+class ApiUnreachableError(SpotifyIngestError):
+    """The API (or its token endpoint) gave no answer at all for longer than the run allows."""
+
+    exit_code = EXIT_API
 
 
 class MustWaitError(SpotifyIngestError):

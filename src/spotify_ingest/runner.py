@@ -62,6 +62,8 @@ class CrawlRequest:
     redis_prefix: str | None = None
     worker_id: str | None = None
     lease_seconds: float | None = None
+    # ClientSettings timeouts given as flags (connect_timeout, no_answer_timeout ...), in seconds.
+    timeouts: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
 
         with SimServer(simulator_config(req)) as server:
             yield _Endpoint(
-                settings=ClientSettings.from_env(env_file=req.env_file),
+                settings=ClientSettings.from_env(env_file=req.env_file, **dict(req.timeouts)),
                 credentials=Credentials(
                     client_id=server.client_id, client_secret=server.client_secret
                 ),
@@ -103,7 +105,7 @@ def _endpoint(req: CrawlRequest) -> Iterator[_Endpoint]:
                 window=req.window or req.sim_window,
             )
         return
-    settings = ClientSettings.from_env(env_file=req.env_file)
+    settings = ClientSettings.from_env(env_file=req.env_file, **dict(req.timeouts))
     yield _Endpoint(
         settings=settings,
         credentials=Credentials.from_env(env_file=req.env_file),
@@ -191,6 +193,7 @@ async def _crawl(
         max_wait=req.max_wait,
         wait=req.wait,
         on_wait=display.countdown,
+        on_waiting=display.waiting,
     ) as client:
         crawler = Crawler(
             store,

@@ -142,6 +142,7 @@ def worker_argv(
         ("--duration", req.duration),
         ("--redis-prefix", req.redis_prefix),
         ("--lease-seconds", req.lease_seconds),
+        *(("--" + name.replace("_", "-"), seconds) for name, seconds in req.timeouts),
     ]
     for flag, value in optional:
         if value is not None:
