@@ -8,6 +8,7 @@ of its class; flag errors exit 2; anything unforeseen exits 1 with a one-line su
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shlex
@@ -15,7 +16,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from .errors import (
     EXIT_INTERNAL,
     EXIT_MUST_WAIT,
     EXIT_OK,
+    EXIT_SIGHUP,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USAGE,
@@ -150,9 +152,9 @@ def crawl(
     max_wait: Annotated[
         float, typer.Option(min=0, help="Longest Retry-After to wait in-run, seconds.")
     ] = 900.0,
-    env_file: Annotated[Path, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET.")] = Path(
-        ".env"
-    ),
+    env_file: Annotated[
+        Path | None, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET [.env, if any].")
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -193,6 +195,16 @@ def crawl(
         raise UsageError("--simulate runs its own API: drop --api-base / --token-url")
     if stats_json is not None and stats_json.is_dir():
         raise UsageError(f"--stats-json {stats_json} is a directory: give a file path")
+    if env_file is not None:
+        from .config import check_env_file
+
+        check_env_file(env_file)
+    from .store import is_postgres_url
+
+    if not is_postgres_url(db):  # refuse at once, before the start-up work
+        from .store.lock import ensure_free
+
+        ensure_free(Path(db))
     from .runner import CrawlRequest, run_crawl
 
     request = CrawlRequest(
@@ -214,7 +226,7 @@ def crawl(
         hydrate=not no_hydrate,
         wait=wait,
         max_wait=max_wait,
-        env_file=env_file,
+        env_file=env_file or ENV,
         redis=redis,
         redis_prefix=redis_prefix,
         worker_id=worker_id,
@@ -245,7 +257,7 @@ def stats(
     """What a crawl database holds: artists, tasks, search tree, capabilities, last run."""
     from .store import display_db, open_store
 
-    with open_store(db, create=False) as store:
+    with open_store(db, create=False, read_only=True) as store:
         counts = store.artist_counts()
         tasks = store.task_counts()
         nodes = store.search_nodes()
@@ -314,7 +326,7 @@ def export(
     from .export import export_artists
     from .store import open_store
 
-    with open_store(db, create=False) as store:
+    with _exit_on_signals(), open_store(db, create=False, read_only=True) as store:
         n = export_artists(store.iter_artists(), out, fmt.value, force=force)
     print(f"wrote {n:,} artists to {out}", file=sys.stderr)
 
@@ -327,7 +339,7 @@ def limits(
     """The rate limits learned so far, per client id and API base, with bounds and age."""
     from .store import open_store
 
-    with open_store(db, create=False) as store:
+    with open_store(db, create=False, read_only=True) as store:
         rows = store.rate_estimates()
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -348,7 +360,25 @@ def limits(
 
 
 def _signal_exit(signum: int) -> int:
-    return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+    codes = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGHUP): EXIT_SIGHUP}
+    return codes.get(signum, EXIT_SIGINT)
+
+
+@contextlib.contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind the stack as SIGINT does (KeyboardInterrupt), so that every
+    ``finally`` runs (an export removes its temporary file); the exit code names the signal."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(_signal_exit(signum))
+
+    caught = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, leave) for signum in caught}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _is_usage_error(exc: BaseException) -> bool:
