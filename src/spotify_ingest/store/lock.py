@@ -37,8 +37,9 @@ class DatabaseInUseError(StoreError):
 
 
 def lock_path(db: Path) -> Path:
-    """The lock file of the database ``db``."""
-    return db.with_name(db.name + ".lock")
+    """The lock file of the database ``db``: beside the file itself, whatever symlink names it."""
+    real = db.resolve()
+    return real.with_name(real.name + ".lock")
 
 
 def _holder_text(info: dict[str, Any]) -> str:
