@@ -54,7 +54,7 @@ Opening checks, before anything is written: a path that is not a regular file (`
 where SQLite would create ``/dev/null-journal``) is refused; a file this user may not write, or
 in a folder it may not write, is called read-only for a crawl; ``PRAGMA quick_check`` reads every
 page of a file for structural damage and is interrupted after :data:`INTEGRITY_CHECK_SECONDS`
-(it checks some 700 MB a second from the page cache), so a large file is checked in part: damage
+(a few hundred MB a second from the page cache), so a large file is checked in part: damage
 found in time is refused as corrupt, damage beyond it meets SQLite's own checks as it is read.
 
 Schema versions live in ``PRAGMA user_version`` and :mod:`spotify_ingest.store.schema` holds the
