@@ -735,12 +735,20 @@ class SQLiteStore:
             yield artist_id, name, detail == Detail.FULL
 
     def _stream(self, query: str) -> Iterator[tuple[Any, ...]]:
-        """The rows of ``query``, fetched a thousand at a time."""
+        """The rows of ``query``, fetched a thousand at a time. Damage the integrity check at
+        open did not reach in time (module docstring) is named as such here."""
         cur = self._db.cursor()
         cur.arraysize = 1000
-        cur.execute(query)
-        while rows := cur.fetchmany():
-            yield from rows
+        try:
+            cur.execute(query)
+            while rows := cur.fetchmany():
+                yield from rows
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) != sqlite3.SQLITE_CORRUPT:
+                raise StoreError(f"cannot read {self.path}: {exc}") from None
+            raise StoreError(
+                f"{self.path} is corrupt ({exc}): restore it from a backup or give another --db"
+            ) from None
 
     def search_nodes(self) -> list[SearchNode]:
         return [
