@@ -45,10 +45,12 @@ an exclusive lock file enforces (``lock``, :mod:`spotify_ingest.store.lock`). Re
 (``read_only``: ``stats``, ``export``, ``limits``) write nothing but an upgrade of an older
 schema, and WAL lets them read a snapshot beside a crawl without a lock the writer waits for; a
 file this user may not write they open read-only (:meth:`SQLiteStore._connect_read_only`). A
-crawl never waits for a lock (:data:`CRAWL_BUSY_MS`): SQLite's busy wait would block its event
-loop, signals included, and in WAL neither readers nor its checkpoint thread ever hold the lock a
-write needs, so whoever does is another program (not a crawl: the lock file keeps those out). The
-write fails at once saying so, and the crawl stops, exit 4.
+crawl, once its store is open, never waits for a lock (:data:`CRAWL_BUSY_MS`): SQLite's busy wait
+would block its event loop, signals included, and in WAL neither readers nor its checkpoint
+thread ever hold the lock a write needs, so whoever does is another program (not a crawl: the
+lock file keeps those out). The write fails at once saying so, and the crawl stops, exit 4. (At
+open, before the event loop runs, it waits like any connection: a reader that was the file's last
+connection may be checkpointing it as it closes.)
 
 Opening checks, before anything is written: a path that is not a regular file (``/dev/null``,
 where SQLite would create ``/dev/null-journal``) is refused; a file this user may not write, or
@@ -115,7 +117,7 @@ CRAWL_OPTIONS: dict[str, Any] = {
 }
 
 # How long a connection waits for another's lock, in ms; a crawl (``lock``) does not wait at all
-# (module docstring).
+# once open (module docstring).
 BUSY_MS = 5000
 CRAWL_BUSY_MS = 0
 
@@ -233,6 +235,8 @@ class SQLiteStore:
             self._db = self._open(read_only, existed, background_checkpoints)
             if background_checkpoints:
                 self._checkpointer = self._start_checkpointer()
+            if self._lock is not None:  # open: from now on the crawl's only rival is a stranger
+                self._db.execute(f"PRAGMA busy_timeout = {CRAWL_BUSY_MS}")
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -281,13 +285,14 @@ class SQLiteStore:
         )
 
     def _open(
-        self, read_only: bool, existed: bool, background_checkpoints: bool
+        self, read_only: bool, check: bool, background_checkpoints: bool
     ) -> sqlite3.Connection:
-        """Connect, refuse what this spotify-ingest cannot use, and (unless read-only) prepare
-        the file for writing. Nothing is written to a file that is refused."""
+        """Connect, refuse what this spotify-ingest cannot use (``check``: its integrity too),
+        and (unless read-only) prepare the file for writing. Nothing is written to a file that
+        is refused."""
         db = self._connect(read_only)
         try:
-            db.execute(f"PRAGMA busy_timeout = {BUSY_MS if self._lock is None else CRAWL_BUSY_MS}")
+            db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise SchemaTooNewError(
@@ -296,12 +301,12 @@ class SQLiteStore:
                 )
             if version == 0 and _has_tables(db):
                 raise StoreError(f"{self.path} is an SQLite file but not a spotify-ingest database")
-            if existed:
+            if check:
                 self._check_integrity(db)
             if read_only and version < SCHEMA_VERSION:
                 # An older file is upgraded once; that takes a writer.
                 db.close()
-                return self._open(False, existed, background_checkpoints)
+                return self._open(False, False, background_checkpoints)
             if not read_only:
                 self._prepare(db, version, background_checkpoints)
         except sqlite3.Error as exc:
