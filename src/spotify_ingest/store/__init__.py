@@ -51,9 +51,9 @@ def open_store(
     """Open the store ``db`` names; ``kw`` goes to the backend's constructor.
 
     Both take ``create``; PostgreSQL also ``worker_id`` and ``lease_seconds``, SQLite ``lock``.
-    ``read_only`` (readers: ``stats``, ``export``, ``limits``) opens an SQLite file read-only,
-    beside a running crawl or where this user may not write; PostgreSQL readers need no such
-    care (MVCC).
+    ``read_only`` (readers: ``stats``, ``export``, ``limits``) opens an SQLite file to write
+    nothing, beside a running crawl too, and read-only where this user may not write;
+    PostgreSQL readers need no such care (MVCC).
     """
     if is_postgres_url(db):
         try:
