@@ -8,6 +8,7 @@ of its class; flag errors exit 2; anything unforeseen exits 1 with a one-line su
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -16,7 +17,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,7 @@ from .errors import (
     EXIT_INTERNAL,
     EXIT_MUST_WAIT,
     EXIT_OK,
+    EXIT_SIGHUP,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_USAGE,
@@ -158,9 +160,9 @@ def crawl(
     max_wait: Annotated[
         float, typer.Option(min=0, help="Longest Retry-After to wait in-run, seconds.")
     ] = 900.0,
-    env_file: Annotated[Path, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET.")] = Path(
-        ".env"
-    ),
+    env_file: Annotated[
+        Path | None, typer.Option(help="File with SPOTIFY_CLIENT_ID / _SECRET [.env, if any].")
+    ] = None,
     connect_timeout: Annotated[
         float | None, _seconds("to connect, per try [SPOTIFY_CONNECT_TIMEOUT, 5]", MAX_TRY_TIMEOUT)
     ] = None,
@@ -224,6 +226,16 @@ def crawl(
         raise UsageError("--simulate runs its own API: drop --api-base / --token-url")
     if stats_json is not None and stats_json.is_dir():
         raise UsageError(f"--stats-json {stats_json} is a directory: give a file path")
+    if env_file is not None:
+        from .config import check_env_file
+
+        check_env_file(env_file)
+    from .store import is_postgres_url
+
+    if not is_postgres_url(db):  # refuse at once, before the start-up work
+        from .store.lock import ensure_free
+
+        ensure_free(Path(db))
     from .runner import CrawlRequest, run_crawl
 
     request = CrawlRequest(
@@ -245,7 +257,7 @@ def crawl(
         hydrate=not no_hydrate,
         wait=wait,
         max_wait=max_wait,
-        env_file=env_file,
+        env_file=env_file or ENV,
         redis=redis,
         redis_prefix=redis_prefix,
         worker_id=worker_id,
@@ -292,7 +304,7 @@ def stats(
     """What a crawl database holds: artists, tasks, search tree, capabilities, last run."""
     from .store import display_db, open_store
 
-    with open_store(db, create=False) as store:
+    with open_store(db, create=False, read_only=True) as store:
         counts = store.artist_counts()
         tasks = store.task_counts()
         nodes = store.search_nodes()
@@ -361,7 +373,7 @@ def export(
     from .export import export_artists
     from .store import open_store
 
-    with open_store(db, create=False) as store:
+    with _exit_on_signals(), open_store(db, create=False, read_only=True) as store:
         n = export_artists(store.iter_artists(), out, fmt.value, force=force)
     print(f"wrote {n:,} artists to {out}", file=sys.stderr)
 
@@ -374,7 +386,7 @@ def limits(
     """The rate limits learned so far, per client id and API base, with bounds and age."""
     from .store import open_store
 
-    with open_store(db, create=False) as store:
+    with open_store(db, create=False, read_only=True) as store:
         rows = store.rate_estimates()
         deadlines = store.meta_items(DEADLINE_PREFIX + ":")
     if as_json:
@@ -415,7 +427,25 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _signal_exit(signum: int) -> int:
-    return EXIT_SIGTERM if signum == signal.SIGTERM else EXIT_SIGINT
+    codes = {int(signal.SIGTERM): EXIT_SIGTERM, int(signal.SIGHUP): EXIT_SIGHUP}
+    return codes.get(signum, EXIT_SIGINT)
+
+
+@contextlib.contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind the stack as SIGINT does (KeyboardInterrupt), so that every
+    ``finally`` runs (an export removes its temporary file); the exit code names the signal."""
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(_signal_exit(signum))
+
+    caught = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, leave) for signum in caught}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -8,6 +8,11 @@ ones. Empty values count as missing.
 The secret is a :class:`pydantic.SecretStr` and never appears in ``repr``/``str``, in a dump, in a
 log record or in an exception message; ``repr`` shows the client id masked (``'ab12…'``).
 
+The ``.env`` file may be in any encoding: a byte-order mark names UTF-8, -16 or -32; without one
+it is read as UTF-8 if it decodes as such, else as Latin-1, which maps every byte (a Latin-1 ``é``
+in a comment). The default ``.env`` may be absent; a file named with ``--env-file`` must exist
+(:func:`check_env_file`).
+
 Endpoint URLs and timeouts live in :class:`ClientSettings` (``SPOTIFY_API_BASE``,
 ``SPOTIFY_TOKEN_URL``, ``SPOTIFY_CONNECT_TIMEOUT`` ...; ``crawl`` flags override the timeouts).
 Plain ``http://`` is accepted only for loopback hosts (the simulator); TLS certificate
@@ -16,6 +21,7 @@ verification is never switched off.
 
 from __future__ import annotations
 
+import codecs
 import ipaddress
 import os
 from pathlib import Path
@@ -42,6 +48,8 @@ __all__ = [
     "DEFAULT_TOKEN_URL",
     "ClientSettings",
     "Credentials",
+    "check_env_file",
+    "env_file_encoding",
     "is_loopback_host",
     "mask_client_id",
 ]
@@ -55,6 +63,43 @@ MAX_RUN_TIMEOUT = 86_400.0
 
 _ID_VARS = ("SPOTIFY_CLIENT_ID", "CLIENT_ID")
 _SECRET_VARS = ("SPOTIFY_CLIENT_SECRET", "CLIENT_SECRET")
+
+
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),  # before UTF-16: it starts with UTF-16 LE's mark
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def check_env_file(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`UsageError` unless ``path`` is a readable file (an ``--env-file`` named)."""
+    env_path = Path(path)
+    if not env_path.exists() or env_path.is_dir():  # /dev/null is fine: no settings
+        what = "is a directory" if env_path.exists() else "does not exist"
+        raise UsageError(f"--env-file {env_path} {what}: give the file with your credentials")
+    if not os.access(env_path, os.R_OK):
+        raise UsageError(f"--env-file {env_path} is not readable by this user")
+
+
+def env_file_encoding(path: Path | None) -> str | None:
+    """The encoding to read the dotenv file ``path`` with (module docstring); None: no file."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            return encoding
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8"
 
 
 def mask_client_id(client_id: str) -> str:
@@ -110,8 +155,9 @@ class Credentials(BaseModel):
         either value is missing or empty.
         """
         env_path = Path(env_file) if env_file is not None else None
+        encoding = env_file_encoding(env_path)
         try:
-            loaded = _CredentialSources(_env_file=env_path)
+            loaded = _CredentialSources(_env_file=env_path, _env_file_encoding=encoding)
         except Exception as exc:  # unreadable .env: pydantic-settings raises various errors
             raise CredentialsError(
                 f"cannot read credentials from {env_path}: {type(exc).__name__}"
@@ -211,8 +257,9 @@ class ClientSettings(BaseSettings):
         one line naming the variable; the value itself is not repeated.
         """
         env_path = Path(env_file) if env_file is not None else None
+        encoding = env_file_encoding(env_path)
         try:
-            return cls(_env_file=env_path, **overrides)
+            return cls(_env_file=env_path, _env_file_encoding=encoding, **overrides)
         except ValidationError as exc:
             first = exc.errors(include_url=False, include_input=False)[0]
             name = "SPOTIFY_" + ".".join(str(p) for p in first["loc"]).upper()

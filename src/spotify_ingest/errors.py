@@ -42,6 +42,7 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_MUST_WAIT",
     "EXIT_OK",
+    "EXIT_SIGHUP",
     "EXIT_SIGINT",
     "EXIT_SIGTERM",
     "EXIT_STORE",
@@ -75,6 +76,7 @@ EXIT_STORE = 4
 EXIT_EXPORT = 5
 EXIT_API = 69  # EX_UNAVAILABLE
 EXIT_MUST_WAIT = 75  # EX_TEMPFAIL: state is saved, run the same command again later
+EXIT_SIGHUP = 129
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 

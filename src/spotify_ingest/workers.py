@@ -128,7 +128,9 @@ def worker_argv(
     """
     argv = [sys.executable, "-m", "spotify_ingest.cli", *(["--debug"] if debug else []), "crawl"]
     argv += ["--strategy", req.strategy, "--concurrency", str(req.concurrency)]
-    argv += ["--max-wait", repr(req.max_wait), "--env-file", str(req.env_file)]
+    argv += ["--max-wait", repr(req.max_wait)]
+    if req.env_file.exists():  # the default .env may be absent; a named one may not
+        argv += ["--env-file", str(req.env_file)]
     argv += ["--worker-id", worker_id, "--stats-json", str(stats_json)]
     if endpoint.api_base:
         argv += ["--api-base", endpoint.api_base]

@@ -45,10 +45,15 @@ def display_db(db: str | os.PathLike[str]) -> str:
     return re.sub(r"(password=)[^&\s]*", r"\1***", text, flags=re.I)
 
 
-def open_store(db: str | Path, **kw: Any) -> SQLiteStore | PostgresStore:
+def open_store(
+    db: str | Path, *, read_only: bool = False, **kw: Any
+) -> SQLiteStore | PostgresStore:
     """Open the store ``db`` names; ``kw`` goes to the backend's constructor.
 
-    Both take ``create``; PostgreSQL also ``worker_id`` and ``lease_seconds``.
+    Both take ``create``; PostgreSQL also ``worker_id`` and ``lease_seconds``, SQLite ``lock``.
+    ``read_only`` (readers: ``stats``, ``export``, ``limits``) opens an SQLite file to write
+    nothing, beside a running crawl too, and read-only where this user may not write;
+    PostgreSQL readers need no such care (MVCC).
     """
     if is_postgres_url(db):
         try:
@@ -61,4 +66,4 @@ def open_store(db: str | Path, **kw: Any) -> SQLiteStore | PostgresStore:
         return PostgresStore(str(db).strip(), **kw)
     from .sqlite import SQLiteStore
 
-    return SQLiteStore(db, **kw)
+    return SQLiteStore(db, read_only=read_only, **kw)

@@ -41,7 +41,23 @@ checkpoints at its next commit, as SQLite does by default.
 
 Tasks a dead process had leased go back to pending when the store is opened
 (:meth:`SQLiteStore.recover_leases`): one SQLite file serves one crawler process at a time, which
-an exclusive lock file enforces.
+an exclusive lock file enforces (``lock``, :mod:`spotify_ingest.store.lock`). Readers
+(``read_only``: ``stats``, ``export``, ``limits``) write nothing but an upgrade of an older
+schema, and WAL lets them read a snapshot beside a crawl without a lock the writer waits for; a
+file this user may not write they open read-only (:meth:`SQLiteStore._connect_read_only`). A
+crawl, once its store is open, never waits for a lock (:data:`CRAWL_BUSY_MS`): SQLite's busy wait
+would block its event loop, signals included, and in WAL neither readers nor its checkpoint
+thread ever hold the lock a write needs, so whoever does is another program (not a crawl: the
+lock file keeps those out). The write fails at once saying so, and the crawl stops, exit 4. (At
+open, before the event loop runs, it waits like any connection: a reader that was the file's last
+connection may be checkpointing it as it closes.)
+
+Opening checks, before anything is written: a path that is not a regular file (``/dev/null``,
+where SQLite would create ``/dev/null-journal``) is refused; a file this user may not write, or
+in a folder it may not write, is called read-only for a crawl; ``PRAGMA quick_check`` reads every
+page of a file for structural damage and is interrupted after :data:`INTEGRITY_CHECK_SECONDS`
+(a few hundred MB a second from the page cache), so a large file is checked in part: damage
+found in time is refused as corrupt, damage beyond it meets SQLite's own checks as it is read.
 
 Schema versions live in ``PRAGMA user_version`` and :mod:`spotify_ingest.store.schema` holds the
 migrations from every earlier version; a database from a newer version is refused, never touched.
@@ -53,6 +69,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -73,6 +90,7 @@ from .base import (
     TaskSpec,
     TaskState,
 )
+from .lock import DatabaseLock
 from .schema import SCHEMA_VERSION, migrate
 
 __all__ = ["CRAWL_GROUP_WRITES", "CRAWL_OPTIONS", "SQLiteStore"]
@@ -95,7 +113,16 @@ CHECKPOINT_MAX_PAGES = 50_000
 CRAWL_OPTIONS: dict[str, Any] = {
     "group_writes": CRAWL_GROUP_WRITES,
     "background_checkpoints": True,
+    "lock": True,
 }
+
+# How long a connection waits for another's lock, in ms; a crawl (``lock``) does not wait at all
+# once open (module docstring).
+BUSY_MS = 5000
+CRAWL_BUSY_MS = 0
+
+# The integrity check at open is interrupted after this long (module docstring).
+INTEGRITY_CHECK_SECONDS = 1.0
 
 _CHUNK = 500  # SQLite's host-parameter limit is 999 on old builds
 
@@ -127,6 +154,15 @@ _from_json = msgspec.json.Decoder().decode
 _DETAIL_NAMES = {d.value: d.name.lower() for d in Detail}  # 1 -> "full"
 
 
+def _code(exc: sqlite3.Error) -> int:
+    """SQLite's primary result code of ``exc`` (SQLITE_CORRUPT, SQLITE_READONLY ...)."""
+    return int(getattr(exc, "sqlite_errorcode", 0)) & 0xFF
+
+
+def _has_tables(db: sqlite3.Connection) -> bool:
+    return bool(db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall())
+
+
 def _artist_row(artist: Artist | SimplifiedArtist, found_by: str, now: float) -> tuple[Any, ...]:
     url = (artist.external_urls or {}).get("spotify")
     if isinstance(artist, Artist):
@@ -147,7 +183,7 @@ class _Checkpointer:
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -180,12 +216,34 @@ class SQLiteStore:
         create: bool = True,
         group_writes: int = 1,
         background_checkpoints: bool = False,
+        lock: bool = False,
+        read_only: bool = False,
     ) -> None:
         if group_writes < 1:
             raise ValueError("group_writes must be at least 1")
+        if read_only and create:
+            raise ValueError("a read-only store cannot create its file")
         self.path = Path(path)
         self._group_writes = group_writes
         self._group_open = 0  # writes in the open group transaction (group_writes > 1)
+        self._checkpointer: _Checkpointer | None = None
+        existed = self._check_path(create, writing=not read_only)
+        self._lock = DatabaseLock(self.path) if lock else None
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self._db = self._open(read_only, existed, background_checkpoints)
+            if background_checkpoints:
+                self._checkpointer = self._start_checkpointer()
+            if self._lock is not None:  # open: from now on the crawl's only rival is a stranger
+                self._db.execute(f"PRAGMA busy_timeout = {CRAWL_BUSY_MS}")
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _check_path(self, create: bool, *, writing: bool) -> bool:
+        """Refuse a path that cannot be this store's file; returns whether the file exists."""
         if self.path.is_dir():
             raise UsageError(
                 f"--db {self.path} is a directory: give a file path such as spotify.db"
@@ -198,56 +256,147 @@ class SQLiteStore:
                 raise UsageError(f"--db {self.path}: folder {parent} does not exist")
             if not os.access(parent, os.W_OK):
                 raise StoreError(f"--db {self.path}: folder {parent} is not writable")
-        elif not os.access(self.path, os.R_OK):
+            return False
+        if not stat.S_ISREG(self.path.stat().st_mode):
+            # SQLite would put its journal beside it (/dev/null-journal).
+            raise UsageError(
+                f"--db {self.path} is not a regular file: give a file path such as spotify.db"
+            )
+        if not os.access(self.path, os.R_OK):
             raise StoreError(f"--db {self.path} is not readable")
+        why = self._why_read_only() if writing else None
+        if why:
+            raise StoreError(self._read_only_message(why))
+        return True
+
+    def _why_read_only(self) -> str | None:
+        """Why this user cannot write the (existing) file, or None when it can."""
+        if not os.access(self.path, os.W_OK):
+            return "the file is read-only"
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not os.access(parent, os.W_OK):
+            return f"its folder {parent} is not writable"
+        return None
+
+    def _read_only_message(self, why: str) -> str:
+        return (
+            f"{self.path} is read-only for this user ({why}): a crawl writes to it; make it "
+            "writable or crawl a copy (stats and export read it as it is)"
+        )
+
+    def _open(
+        self, read_only: bool, check: bool, background_checkpoints: bool
+    ) -> sqlite3.Connection:
+        """Connect, refuse what this spotify-ingest cannot use (``check``: its integrity too),
+        and (unless read-only) prepare the file for writing. Nothing is written to a file that
+        is refused."""
+        db = self._connect(read_only)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from None
-        try:
-            self._db.execute("PRAGMA busy_timeout = 5000")
-            # Checked before anything is written: a file we refuse is left exactly as it was
-            # (journal_mode = WAL below rewrites the header of a file in rollback mode).
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            db.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise SchemaTooNewError(
                     f"{self.path} has schema version {version}, newer than this spotify-ingest "
                     f"understands ({SCHEMA_VERSION}): upgrade spotify-ingest"
                 )
-            if version == 0 and self._has_foreign_tables():
+            if version == 0 and _has_tables(db):
                 raise StoreError(f"{self.path} is an SQLite file but not a spotify-ingest database")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            # A group's SAVEPOINTs keep a statement journal of the pages each write touched; in a
-            # temporary file that was 1,400 write(2)s a second at 100 requests a second.
-            self._db.execute("PRAGMA temp_store = MEMORY")
-            self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-            if background_checkpoints:
-                self._db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_MAX_PAGES}")
-            migrate(self._db, version)
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise StoreError(
-                f"{self.path} is not a spotify-ingest database or is corrupt ({exc}): "
-                "move it away or give another --db"
-            ) from None
-        except StoreError:
-            self._db.close()
+            if check:
+                self._check_integrity(db)
+            if read_only and version < SCHEMA_VERSION:
+                # An older file is upgraded once; that takes a writer.
+                db.close()
+                return self._open(False, False, background_checkpoints)
+            if not read_only:
+                self._prepare(db, version, background_checkpoints)
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error(exc) from None
+        except BaseException:
+            db.close()
             raise
-        self._checkpointer: _Checkpointer | None = None
+        return db
+
+    def _connect(self, read_only: bool) -> sqlite3.Connection:
+        """A connection to the file; a reader's is read-only only where it must be (a read-only
+        connection leaves the WAL files behind when it closes)."""
+        if read_only and self._why_read_only():
+            return self._connect_read_only()
+        try:
+            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """Read a file this user may not write. Without WAL files beside it no connection has it
+        open, and it is read as immutable: read-only connections would create WAL files that,
+        owned by this user, its owner could not write. Otherwise read-only through them."""
+        in_use = any(self.path.with_name(self.path.name + s).exists() for s in ("-wal", "-shm"))
+        uri = self.path.absolute().as_uri() + ("?mode=ro" if in_use else "?immutable=1")
+        return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+    @staticmethod
+    def _prepare(db: sqlite3.Connection, version: int, background_checkpoints: bool) -> None:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        # A group's SAVEPOINTs keep a statement journal of the pages each write touched; in a
+        # temporary file that was 1,400 write(2)s a second at 100 requests a second.
+        db.execute("PRAGMA temp_store = MEMORY")
+        db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         if background_checkpoints:
-            try:
-                self._checkpointer = _Checkpointer(self.path)
-            except sqlite3.Error as exc:
-                self._db.close()
-                raise StoreError(f"cannot open database {self.path}: {exc}") from None
+            db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_MAX_PAGES}")
+        migrate(db, version)
+
+    def _check_integrity(self, db: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check``, interrupted after :data:`INTEGRITY_CHECK_SECONDS` (module
+        docstring): what it found wrong by then is refused as corrupt."""
+        timer = threading.Timer(INTEGRITY_CHECK_SECONDS, db.interrupt)
+        timer.start()
+        try:
+            rows = db.execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.OperationalError as exc:
+            if _code(exc) != sqlite3.SQLITE_INTERRUPT:
+                raise
+            return  # the part checked in time was sound
+        finally:
+            timer.cancel()
+            timer.join()
+        lines = [line.strip() for row in rows for line in str(row[0]).splitlines()]
+        if lines != ["ok"]:  # the rest: "*** in database main ***", "Page 182: btreeInitPage..."
+            found = [line for line in lines if line and not line.startswith("***")]
+            raise StoreError(self._corrupt_message("; ".join(found[:2])))
+
+    def _corrupt_message(self, detail: str) -> str:
+        return (
+            f"{self.path} is corrupt ({detail}): nothing was written to it; restore it from a "
+            "backup or give another --db"
+        )
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """The StoreError an sqlite3 error at open means, named by what SQLite said."""
+        code = _code(exc)
+        if code == sqlite3.SQLITE_READONLY:
+            return StoreError(self._read_only_message(str(exc)))
+        if code == sqlite3.SQLITE_CORRUPT:
+            return StoreError(self._corrupt_message(str(exc)))
+        if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return StoreError(
+                f"{self.path} is locked by another program ({exc}): stop it and try again"
+            )
+        return StoreError(
+            f"{self.path} is not a spotify-ingest database or is corrupt ({exc}): "
+            "move it away or give another --db"
+        )
+
+    def _start_checkpointer(self) -> _Checkpointer:
+        try:
+            return _Checkpointer(self.path)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
 
     # -- plumbing -------------------------------------------------------------------------------
-
-    def _has_foreign_tables(self) -> bool:
-        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        return bool(rows)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -286,7 +435,16 @@ class SQLiteStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
+            if _code(exc) == sqlite3.SQLITE_BUSY and self._lock is not None:
+                raise self._held_by_another_program(exc) from None
             raise StoreError(f"cannot write to {self.path}: {exc}") from None
+
+    def _held_by_another_program(self, exc: sqlite3.Error) -> StoreError:
+        """A crawl's write met another program's lock (module docstring): the crawl stops."""
+        return StoreError(
+            f"cannot write to {self.path}: another program holds its write lock ({exc}); stop "
+            "it, then run the crawl again"
+        )
 
     def _commit(self) -> None:
         self._group_open = 0
@@ -327,6 +485,8 @@ class SQLiteStore:
             self._checkpointer.close()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> SQLiteStore:
         return self
@@ -580,12 +740,20 @@ class SQLiteStore:
             yield artist_id, name, detail == Detail.FULL
 
     def _stream(self, query: str) -> Iterator[tuple[Any, ...]]:
-        """The rows of ``query``, fetched a thousand at a time."""
+        """The rows of ``query``, fetched a thousand at a time. Damage the integrity check at
+        open did not reach in time (module docstring) is named as such here."""
         cur = self._db.cursor()
         cur.arraysize = 1000
-        cur.execute(query)
-        while rows := cur.fetchmany():
-            yield from rows
+        try:
+            cur.execute(query)
+            while rows := cur.fetchmany():
+                yield from rows
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) != sqlite3.SQLITE_CORRUPT:
+                raise StoreError(f"cannot read {self.path}: {exc}") from None
+            raise StoreError(
+                f"{self.path} is corrupt ({exc}): restore it from a backup or give another --db"
+            ) from None
 
     def search_nodes(self) -> list[SearchNode]:
         return [
