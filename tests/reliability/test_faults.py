@@ -24,7 +24,9 @@ from __future__ import annotations
 import json
 import random
 import resource
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -572,6 +574,19 @@ def test_disk_full_mid_run_exits_4_and_resumes(
     assert_finished_like_reference(out, reference)
 
 
+def search_x_answers_500(broken: list[bool]) -> Callable[[dict[str, Any], int], Answer | None]:
+    """A middleware answer: 500 to the first page of the search for "x" while ``broken[0]``."""
+
+    def answer(scope: dict[str, Any], n: int) -> Answer | None:
+        qs = parse_qs(scope.get("query_string", b"").decode())
+        stuck = qs.get("q") == ["x"] and qs.get("offset") == ["0"]
+        if broken[0] and scope["path"].endswith("/search") and stuck:
+            return 500, JSON_HEADERS, json_error(500, "Server error.")
+        return None
+
+    return answer
+
+
 def test_one_request_that_keeps_failing_backs_off_and_is_never_given_up(
     tmp_path: Path, reference: Reference, results: Results
 ) -> None:
@@ -579,21 +594,14 @@ def test_one_request_that_keeps_failing_backs_off_and_is_never_given_up(
     for that task's next retry (saying so) instead of giving it up or saying done, until
     --duration stops it. The next run, the fault gone, asks for it again and finishes."""
     broken = [True]
-
-    def always_500(scope: dict[str, Any], n: int) -> Answer | None:
-        qs = parse_qs(scope.get("query_string", b"").decode())
-        stuck = qs.get("q") == ["x"] and qs.get("offset") == ["0"]
-        if broken[0] and scope["path"].endswith("/search") and stuck:
-            return 500, JSON_HEADERS, json_error(500, "Server error.")
-        return None
-
     stopped: list[DbState] = []
 
     def repaired(sim: ServedSim, i: int) -> None:
         stopped.append(read_db(tmp_path / "fault.db"))
         broken[0] = False
 
-    out = crawl(tmp_path, faulty=Faulty(answer=always_500), runs=2, between=repaired,
+    out = crawl(tmp_path, faulty=Faulty(answer=search_x_answers_500(broken)), runs=2,
+                between=repaired,
                 args=(*FAULT_ARGS, "--duration", "12"))  # fmt: skip
     first = out.runs[0]
     key = next(k for k in stopped[0].keys(None, "search") if '"q":"x"' in k and '"offset":0' in k)
@@ -607,6 +615,45 @@ def test_one_request_that_keeps_failing_backs_off_and_is_never_given_up(
     assert out.faulty.answered >= 3, "not retried within the run"
     assert stopped[0].count(3) == 0 and key not in stopped[0].keys(2)
     assert_finished_like_reference(out, reference)
+
+
+def test_sigterm_while_waiting_for_a_backing_off_task_stops_within_2_s(
+    tmp_path: Path, results: Results
+) -> None:
+    """Only a task that keeps failing is left: the crawl waits for its retry, and SIGTERM ends
+    that wait at once (nothing is in flight), with the task kept for the next run."""
+    faulty = Faulty(answer=search_x_answers_500([True]))
+    db = tmp_path / "fault.db"
+    err_path = tmp_path / "crawl.err"
+    with ServedSim(SimConfig(**FAULT_SIM), faulty.wrap) as sim, err_path.open("w") as err:
+        faulty.sim = sim
+        proc = subprocess.Popen(crawl_cmd(sim, db, *FAULT_ARGS), cwd=tmp_path, env=cli_env(),
+                                stdout=err, stderr=err, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while "next retry in" not in err_path.read_text() and proc.poll() is None:
+                assert time.monotonic() < deadline, "never waited for the retry"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            sent_at = time.monotonic()
+            code = proc.wait(30)
+            took = time.monotonic() - sent_at
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    state = read_db(db)
+    results.add(
+        "fault_sigterm_in_retry_wait",
+        fault="SIGTERM while only a backing-off task (always answered 500) is left",
+        crawler_did=f"exit {code} after {took:.2f} s; the task kept for the next run",
+        exit_codes=[code],
+        stopped_in_s=round(took, 2),
+        lost=state.count(3),
+    )
+    assert code == 143, err_path.read_text()
+    assert took < 2.0, f"stopped {took:.1f} s after SIGTERM"
+    assert state.count(1) == 0 and state.count(3) == 0 and consistency_problems(state) == []
+    assert json.loads(state.meta["last_report"])["stop_reason"] == "terminated"
 
 
 def test_api_unreachable_at_start_is_an_error_not_done(tmp_path: Path, results: Results) -> None:
