@@ -14,7 +14,8 @@ not exist or a request the API refuses fails that task alone, for good; a server
 error that outlasted the client's retry budget, or a body that did not parse, is passing trouble
 and no task is ever given up for it. The task backs off in the store with a durable
 ``not_before``: ``window / 2`` after its first failed attempt, doubling with each attempt, at most
-``MAX_BACKOFF_SECONDS`` (trouble at the token endpoint is not the task's: no attempt counted).
+``MAX_BACKOFF_SECONDS`` (trouble at the token endpoint, even a 4xx, is not the task's: no attempt
+counted, and the worker pauses as long, since every task needs a token).
 The worker goes on with other work at once; the planner makes the task pending again once its
 time has come, in this run or the next. The crawl is ``done`` only when no task is pending,
 leased or backing off: while only backing-off tasks remain, the workers wait for the earliest
@@ -402,13 +403,18 @@ class Crawler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), max(0.0, retry_at - time.time()))
 
-    def _back_off(self, task: Task, exc: ApiError) -> None:
-        """Set a task whose request met passing trouble aside (module docstring)."""
-        counted = exc.endpoint != TOKEN_ENDPOINT
+    async def _back_off(self, task: Task, exc: ApiError) -> None:
+        """Set a task whose request met passing trouble aside (module docstring). Trouble at
+        the token endpoint would meet every task alike: this worker waits out the delay too (or
+        until a stop), rather than bounce the whole frontier off the token endpoint."""
+        token_trouble = exc.endpoint == TOKEN_ENDPOINT
         delay = retry_delay(task.attempts, self.controller.window)
-        self.store.back_off(task, error_text(exc), time.time() + delay, attempted=counted)
+        self.store.back_off(task, error_text(exc), time.time() + delay, attempted=not token_trouble)
         self._in_flight.pop(task.id, None)
         self._tasks_backed_off += 1
+        if token_trouble:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), delay)
 
     async def _run_task(self, runner: TaskRunner, planner: Planner, task: Task) -> None:
         hydrate_ids = None
@@ -423,11 +429,14 @@ class Crawler:
             self.store.set_meta("capabilities", self.capabilities.to_json())
             return
         except (NotFoundError, BadRequestError, InvalidLimitError) as exc:
-            self.store.fail(task, error_text(exc))
+            if exc.endpoint == TOKEN_ENDPOINT:  # the token endpoint's trouble, not the task's
+                await self._back_off(task, exc)
+                return
+            self.store.fail(task, error_text(exc))  # the API's final answer to this request
             self._tasks_failed += 1
             return
         except (ServerError, TransportError, BadResponseError) as exc:
-            self._back_off(task, exc)
+            await self._back_off(task, exc)
             return
         # A simplified artist we hold already can change nothing (the store keeps the fullest
         # form): most of a search page's album and track artists; nor can a full one identical to

@@ -400,6 +400,59 @@ def test_token_endpoint_down_for_a_while(
     assert_finished_like_reference(out, reference)
 
 
+@dataclass
+class TokenRefusal:
+    """An ASGI layer: the token endpoint answers 400 ``invalid_request`` until ``until``
+    (monotonic clock), then the simulator answers again."""
+
+    app: Any
+    until: float = 0.0
+    refused: int = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        refuse = scope["type"] == "http" and scope["path"] == "/api/token"
+        if not refuse or time.monotonic() >= self.until:
+            await self.app(scope, receive, send)
+            return
+        self.refused += 1
+        body = json.dumps({"error": "invalid_request", "error_description": "try later"}).encode()
+        await send({"type": "http.response.start", "status": 400, "headers": JSON_HEADERS})
+        await send({"type": "http.response.body", "body": body})
+
+
+@dataclass
+class RefusingTokens(Faulty):
+    token: TokenRefusal | None = None
+
+    def wrap(self, app: SimApp) -> TokenRefusal:  # type: ignore[override]
+        self.token = TokenRefusal(super().wrap(app))
+        return self.token
+
+    def refuse_for(self, seconds: float) -> None:
+        assert self.token is not None and self.sim is not None
+        self.sim.state.tokens.revoke()
+        self.token.until = time.monotonic() + seconds
+
+
+def test_token_endpoint_refusing_renewals_for_a_while(
+    tmp_path: Path, reference: Reference, results: Results
+) -> None:
+    """Tokens revoked, and the token endpoint answering 400 for 2 s: the tasks whose token
+    renewal was refused are not failed (the answer is not about them); they back off and run."""
+    faulty = RefusingTokens()
+    faulty.at = {150: lambda s: faulty.refuse_for(2.0)}
+    out = crawl(tmp_path, faulty=faulty)
+    refused = faulty.token.refused if faulty.token else 0
+    record(results, "fault_token_400", "tokens revoked and the token endpoint answering 400 "
+           "for 2 s", out, reference, "tasks whose token renewal was refused backed off (no "
+           "attempt counted) and ran once tokens came again", injected=refused)  # fmt: skip
+    assert refused > 0
+    # each of the 16 workers pauses half a window (0.5 s) per refusal: ~64 in 2 s, not one
+    # request per pending task (900 when the workers went straight on to the next task)
+    assert refused <= 100, f"{refused} token requests in a 2 s refusal"
+    assert_finished_like_reference(out, reference)
+
+
 def test_limit_drops_suddenly(tmp_path: Path, reference: Reference, results: Results) -> None:
     faulty = Faulty(at={550: lambda s: s.state.control({"limit": 50})})
     out = crawl(tmp_path, faulty=faulty)
