@@ -371,7 +371,7 @@ class Crawler:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                retry_at = self.store.next_retry()
+                retry_at = planner.next_retry()
                 if retry_at is None:
                     self.request_stop("done")
                     return

@@ -335,6 +335,8 @@ def test_backing_off_tasks_wait_for_their_time_and_survive_a_restart(backend: Ba
     assert set(claimed) == {b.id, c.id}
     assert claimed[b.id].attempts == b.attempts  # not counted: as if b had never been claimed
     assert s.next_retry() == pytest.approx(now + 3600)
+    assert s.next_retry(["k", "other"]) == pytest.approx(now + 3600)
+    assert s.next_retry(["other"]) is None
     assert [(p.kind, p.state, p.reason, p.count) for p in s.task_problems()] == [
         ("k", TaskState.BACKOFF, "ServerError 503", 1)
     ]

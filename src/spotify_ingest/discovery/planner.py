@@ -257,6 +257,11 @@ class Planner:
         if self._observed % self.refresh_every == 0:
             self._stale = True
 
+    def next_retry(self) -> float | None:
+        """When the earliest backing-off task of a kind still chosen here is due (epoch seconds;
+        None: none backs off)."""
+        return self.store.next_retry([k for k in self.kinds if k not in self._disabled])
+
     def disable(self, kind: str) -> None:
         """Stop choosing ``kind`` (its endpoint went away); its tasks stay pending in the store."""
         self._disabled.add(kind)

@@ -20,7 +20,7 @@ never overwrites a full one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -211,8 +211,8 @@ class Store(Protocol):
     def wake_due(self) -> int:
         """Backing-off tasks whose ``not_before`` has passed become pending; how many."""
 
-    def next_retry(self) -> float | None:
-        """The earliest ``not_before`` of a backing-off task (None: none backs off)."""
+    def next_retry(self, kinds: Collection[str] | None = None) -> float | None:
+        """The earliest ``not_before`` of a backing-off task (of ``kinds``; None: none)."""
 
     def task_problems(self) -> list[TaskProblem]: ...
 

@@ -62,7 +62,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -663,11 +663,13 @@ class PostgresStore:
         """Backing-off tasks whose ``not_before`` has passed become pending; returns how many."""
         return self._write(lambda c: max(c.execute(_WAKE, (time.time(),)).rowcount, 0))
 
-    def next_retry(self) -> float | None:
-        """The earliest ``not_before`` of a backing-off task (None: none backs off)."""
-        row = self._read(
-            lambda c: c.execute("SELECT MIN(not_before) FROM tasks WHERE state = 4").fetchone()
-        )
+    def next_retry(self, kinds: Collection[str] | None = None) -> float | None:
+        """The earliest ``not_before`` of a backing-off task (of ``kinds``; None: none)."""
+        sql = "SELECT MIN(not_before) FROM tasks WHERE state = 4"
+        if kinds is not None:
+            sql += " AND kind = ANY(%s)"
+        args = () if kinds is None else (list(kinds),)
+        row = self._read(lambda c: c.execute(sql, args).fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def task_problems(self) -> list[TaskProblem]:

@@ -55,7 +55,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -542,9 +542,12 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to {self.path}: {exc}") from None
 
-    def next_retry(self) -> float | None:
-        """The earliest ``not_before`` of a backing-off task (None: none backs off)."""
-        row = self._db.execute("SELECT MIN(not_before) FROM tasks WHERE state = 4").fetchone()
+    def next_retry(self, kinds: Collection[str] | None = None) -> float | None:
+        """The earliest ``not_before`` of a backing-off task (of ``kinds``; None: none)."""
+        sql = "SELECT MIN(not_before) FROM tasks WHERE state = 4"
+        if kinds is not None:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+        row = self._db.execute(sql, tuple(kinds or ())).fetchone()
         return None if row[0] is None else float(row[0])
 
     def task_problems(self) -> list[TaskProblem]:
