@@ -14,12 +14,13 @@ not exist or a request the API refuses fails that task alone, for good; a server
 error that outlasted the client's retry budget, or a body that did not parse, is passing trouble
 and no task is ever given up for it. The task backs off in the store with a durable
 ``not_before``: ``window / 2`` after its first failed attempt, doubling with each attempt, at most
-``MAX_BACKOFF_SECONDS`` (trouble at the token endpoint, even a 4xx, is not the task's: no attempt
-counted, and the worker pauses as long, since every task needs a token).
-The worker goes on with other work at once; the planner makes the task pending again once its
-time has come, in this run or the next. The crawl is ``done`` only when no task is pending,
-leased or backing off: while only backing-off tasks remain, the workers wait for the earliest
-(the progress display says so), and every stop request ends that wait. A
+``MAX_BACKOFF_WINDOWS`` windows (300 s for Spotify's 30 s window; the window is the API's unit of
+time, so a short-window API or simulator backs off in proportion). Trouble at the token endpoint,
+even a 4xx, is not the task's: no attempt counted, and the worker pauses as long, since every
+task needs a token. Otherwise the worker goes on with other work at once; the planner makes the
+task pending again once its time has come, in this run or the next. The crawl is ``done`` only
+when no task is pending, leased or backing off: while only backing-off tasks remain, the workers
+wait for the earliest (the progress display says so), and every stop request ends that wait. A
 ``MustWaitError`` (a Retry-After beyond ``--max-wait``, or the quota) and a credentials error stop
 the crawl: in-flight work is given five seconds to finish, everything claimed goes back to pending,
 and the error propagates to the CLI with all state saved.
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CrawlOptions", "CrawlReport", "Crawler", "Progress", "estimate_key"]
 
-MAX_BACKOFF_SECONDS = 300.0
+MAX_BACKOFF_WINDOWS = 10.0
 ALPHABET_EVERY = 200  # tasks between saves of the learned search alphabet
 LEASE_RENEW_SECONDS = 15.0  # renew PostgreSQL leases in flight or buffered (a third of a lease)
 STOP_GRACE_SECONDS = 5.0
@@ -83,7 +84,7 @@ STOP_GRACE_SECONDS = 5.0
 
 def retry_delay(attempts: int, window: float) -> float:
     """Seconds a task backs off after its ``attempts``-th attempt met passing trouble."""
-    return min(window / 2 * 2.0 ** min(max(attempts - 1, 0), 20), MAX_BACKOFF_SECONDS)
+    return window * min(2.0 ** min(max(attempts - 1, 0), 20) / 2, MAX_BACKOFF_WINDOWS)
 
 
 def error_text(exc: ApiError) -> str:
