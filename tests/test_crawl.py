@@ -16,7 +16,7 @@ import httpx
 
 from spotify_ingest.client import SpotifyClient
 from spotify_ingest.config import Credentials
-from spotify_ingest.crawler import Crawler, CrawlOptions, CrawlReport, Progress
+from spotify_ingest.crawler import Crawler, CrawlOptions, CrawlReport, Progress, retry_delay
 from spotify_ingest.ratecontrol import LimitEstimate, RateController
 from spotify_ingest.sim.app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SimConfig, create_app
 from spotify_ingest.sim.catalog import Catalog
@@ -211,3 +211,8 @@ async def test_search_requests_no_child_that_held_names_did_not_predict(tmp_path
     deferred = [r for r in splits if r[1] == "spec"]
     asked = sum(requests for _, _, requests, _ in deferred)
     assert len(deferred) > 0 and asked <= 0.5 * len(deferred), "most deferred children skipped"
+
+
+def test_a_task_backs_off_half_a_window_doubling_up_to_ten_windows() -> None:
+    assert [retry_delay(k, 30.0) for k in range(1, 9)] == [15, 30, 60, 120, 240, 300, 300, 300]
+    assert retry_delay(1, 1.0) == 0.5 and retry_delay(50, 1.0) == 10.0

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import msgspec
@@ -19,8 +20,11 @@ import pytest
 
 from spotify_ingest.discovery import known as known_module
 from spotify_ingest.discovery.known import KnownNames
+from spotify_ingest.discovery.planner import Planner
 from spotify_ingest.discovery.search import Alphabet, SearchPlan, search_task
 from spotify_ingest.models import Artist, SearchResult, SimplifiedArtist
+from spotify_ingest.store.base import TaskSpec
+from spotify_ingest.store.sqlite import SQLiteStore
 
 
 def _known(*names: str) -> KnownNames:
@@ -352,3 +356,22 @@ def test_letters_that_start_no_word_are_roots_only_once_a_name_starts_with_one()
     assert "ッ" not in opened and "ャ" not in opened  # small kana modify the kana before them
     assert "ッ" in alphabet.learn(["ッポン"])  # a name that does start with one: queried after all
     assert "ъ" not in alphabet.open_script("CYRILLIC")
+
+
+def test_the_planner_claims_a_backing_off_task_once_due_and_waits_only_for_kinds_it_runs(
+    tmp_path: Path,
+) -> None:
+    with SQLiteStore(tmp_path / "plan.db") as store:
+        store.add_tasks([TaskSpec("search", {"q": "a", "offset": 0}), TaskSpec("album", {"a": 1})])
+        planner = Planner(store, frozenset({"search", "album"}), hydrate=False)
+        search, album = planner.next_task(), planner.next_task()
+        assert search is not None and album is not None and album.kind == "album"
+        later = time.time() + 3600
+        store.back_off(search, "ServerError 503: x", time.time() - 1, attempted=True)
+        store.back_off(album, "ServerError 503: y", later, attempted=True)
+        again = planner.next_task()
+        assert again is not None and again.id == search.id  # due: pending again, claimed
+        assert planner.next_task() is None  # the album task is not due
+        assert planner.next_retry() == pytest.approx(later)
+        planner.disable("album")  # its endpoint went away: nothing to wait for
+        assert planner.next_retry() is None

@@ -9,6 +9,7 @@ of its class; flag errors exit 2; anything unforeseen exits 1 with a one-line su
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import functools
 import json
 import logging
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -41,6 +42,9 @@ from .errors import (
     UsageError,
 )
 from .sim.cli import sim_app
+
+if TYPE_CHECKING:
+    from .store.base import TaskProblem
 
 __all__ = ["app", "main"]
 
@@ -323,6 +327,7 @@ def stats(
             },
             "capabilities": store.get_meta("capabilities"),
             "last_report": store.get_meta("last_report"),
+            "task_problems": [_problem_json(p) for p in store.task_problems()],
         }
     if as_json:
         print(json.dumps(data, indent=2, ensure_ascii=False))
@@ -344,12 +349,13 @@ def stats(
             f"stopped: {last.get('stop_reason', '?')}",
             soft_wrap=True,
         )
-    table = Table("task kind", "pending", "leased", "done", "failed")
+    states = ("pending", "backoff", "leased", "done", "failed")
+    table = Table("task kind", *states)
     for kind, by_state in sorted(tasks.items()):
-        table.add_row(
-            kind, *(f"{by_state.get(s, 0):,}" for s in ("pending", "leased", "done", "failed"))
-        )
+        table.add_row(kind, *(f"{by_state.get(s, 0):,}" for s in states))
     console.print(table)
+    if data["task_problems"]:
+        console.print(_problems_table(data["task_problems"]))
     if data["search_tree"]:
         console.print(
             "search tree: " + ", ".join(f"{k} {v:,}" for k, v in data["search_tree"].items())
@@ -360,6 +366,32 @@ def stats(
         lack = sorted(k for k, v in caps["available"].items() if not v)
         console.print("endpoints available: " + (", ".join(have) or "none"))
         console.print("endpoints unavailable: " + (", ".join(lack) or "none"))
+
+
+def _problem_json(problem: TaskProblem) -> dict[str, Any]:
+    """A group of failed or backing-off tasks, as ``stats --json`` gives it."""
+    retry = problem.next_retry
+    return {
+        "kind": problem.kind,
+        "state": problem.state.name.lower(),
+        "reason": problem.reason,
+        "tasks": problem.count,
+        "next_retry": None
+        if retry is None
+        else _dt.datetime.fromtimestamp(retry).astimezone().isoformat(timespec="seconds"),
+    }
+
+
+def _problems_table(problems: list[dict[str, Any]]) -> Any:
+    """Failed tasks (for good) and backing-off ones (retried at ``next retry``), and why."""
+    from rich.table import Table
+
+    table = Table("task kind", "state", "why", "tasks", "next retry",
+                  title="tasks failed or backing off", title_justify="left")  # fmt: skip
+    for p in problems:
+        retry = p["next_retry"] or "never (final answer)"
+        table.add_row(p["kind"], p["state"], p["reason"], f"{p['tasks']:,}", retry)
+    return table
 
 
 @app.command()

@@ -10,9 +10,17 @@ when each request may go; the workers only keep it supplied. Each worker loops:
    when it stops), and tell the planner the yield.
 
 Errors per task: an endpoint that went away parks its kind (tasks stay pending); an id that does
-not exist or a request the API refuses fails that task alone; a server or transport error that
-outlasted the client's retry budget, or a body that did not parse, puts the task back with the
-attempt counted (after five attempts it is failed). A
+not exist or a request the API refuses fails that task alone, for good; a server or transport
+error that outlasted the client's retry budget, or a body that did not parse, is passing trouble
+and no task is ever given up for it. The task backs off in the store with a durable
+``not_before``: ``window / 2`` after its first failed attempt, doubling with each attempt, at most
+``MAX_BACKOFF_WINDOWS`` windows (300 s for Spotify's 30 s window; the window is the API's unit of
+time, so a short-window API or simulator backs off in proportion). Trouble at the token endpoint,
+even a 4xx, is not the task's: no attempt counted, and the worker pauses as long, since every
+task needs a token. Otherwise the worker goes on with other work at once; the planner makes the
+task pending again once its time has come, in this run or the next. The crawl is ``done`` only
+when no task is pending, leased or backing off: while only backing-off tasks remain, the workers
+wait for the earliest (the progress display says so), and every stop request ends that wait. A
 ``MustWaitError`` (a Retry-After beyond ``--max-wait``, or the quota) and a credentials error stop
 the crawl: in-flight work is given five seconds to finish, everything claimed goes back to pending,
 and the error propagates to the CLI with all state saved.
@@ -81,12 +89,23 @@ if TYPE_CHECKING:
 
 __all__ = ["CrawlOptions", "CrawlReport", "Crawler", "Progress", "estimate_key"]
 
-MAX_ATTEMPTS = 5
-MAX_BACKOFF_SECONDS = 300.0
+MAX_BACKOFF_WINDOWS = 10.0
 ALPHABET_EVERY = 200  # tasks between saves of the learned search alphabet
 LEASE_RENEW_SECONDS = 15.0  # renew PostgreSQL leases in flight or buffered (a third of a lease)
 STOP_GRACE_SECONDS = 5.0
 ESTIMATE_EVERY = 30.0  # seconds between saves of the learned limit while the crawl runs
+
+
+def retry_delay(attempts: int, window: float) -> float:
+    """Seconds a task backs off after its ``attempts``-th attempt met passing trouble."""
+    return window * min(2.0 ** min(max(attempts - 1, 0), 20) / 2, MAX_BACKOFF_WINDOWS)
+
+
+def error_text(exc: ApiError) -> str:
+    """What a task's failure is stored as: ``Class status: message`` (``stats`` groups by the part
+    before the colon)."""
+    status = f" {exc.status}" if exc.status else ""
+    return f"{type(exc).__name__}{status}: {exc}"
 
 
 def estimate_key(client_id: str, api_base: str) -> str:
@@ -127,6 +146,8 @@ class Progress:
     yields: dict[str, tuple[float, int]]
     capabilities: dict[str, bool]
     stop_reason: str | None
+    # Seconds until the earliest backing-off task is due, while the crawl waits for nothing else
+    retry_in: float | None = None
 
 
 @dataclass
@@ -143,6 +164,7 @@ class CrawlReport:
     estimate: dict[str, Any] | None
     capabilities: dict[str, bool]
     yields: dict[str, dict[str, float]] = field(default_factory=dict)
+    tasks_backed_off: int = 0  # times a task was set aside on passing trouble this run
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -156,7 +178,11 @@ class CrawlReport:
                 "simplified": self.artists - self.full,
             },
             "new_artists_this_run": self.new_artists,
-            "tasks": {"done": self.tasks_done, "failed": self.tasks_failed},
+            "tasks": {
+                "done": self.tasks_done,
+                "failed": self.tasks_failed,
+                "backed_off": self.tasks_backed_off,
+            },
             "rate_estimate": self.estimate,
             "capabilities": self.capabilities,
             "yield_per_request": self.yields,
@@ -219,6 +245,9 @@ class Crawler:
         self._tasks_done = 0
         self._tasks_failed = 0
         self._estimate_saved = False
+
+        self._tasks_backed_off = 0
+        self._retry_at: float | None = None  # epoch: workers wait for a backing-off task
         self._counts = store.artist_counts()
         self.capabilities = Capabilities()
         self.planner: Planner | None = None
@@ -465,12 +494,17 @@ class Crawler:
                 return
             task = planner.next_task(self._in_flight.values())
             if task is None:
-                if not self._in_flight:
+                if self._in_flight:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                retry_at = planner.next_retry()
+                if retry_at is None:
                     self.request_stop("done")
                     return
-                self._wake.clear()
-                await self._wake.wait()
+                await self._wait_for_retry(retry_at)
                 continue
+            self._retry_at = None
             self._in_flight[task.id] = task
             try:
                 await self._run_task(runner, planner, task)
@@ -494,6 +528,27 @@ class Crawler:
                 self._in_flight.pop(task.id, None)
                 self._wake.set()
 
+    async def _wait_for_retry(self, retry_at: float) -> None:
+        """Nothing is pending or in flight, but tasks back off: wait for the earliest, or until
+        a task finishes or a stop is requested (both set ``_wake``)."""
+        self._retry_at = retry_at
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, retry_at - time.time()))
+
+    async def _back_off(self, task: Task, exc: ApiError) -> None:
+        """Set a task whose request met passing trouble aside (module docstring). Trouble at
+        the token endpoint would meet every task alike: this worker waits out the delay too (or
+        until a stop), rather than bounce the whole frontier off the token endpoint."""
+        token_trouble = exc.endpoint == TOKEN_ENDPOINT
+        delay = retry_delay(task.attempts, self.controller.window)
+        self.store.back_off(task, error_text(exc), time.time() + delay, attempted=not token_trouble)
+        self._in_flight.pop(task.id, None)
+        self._tasks_backed_off += 1
+        if token_trouble:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), delay)
+
     async def _run_task(self, runner: TaskRunner, planner: Planner, task: Task) -> None:
         hydrate_ids = None
         if task.kind == "hydrate":
@@ -507,26 +562,14 @@ class Crawler:
             self.store.set_meta("capabilities", self.capabilities.to_json())
             return
         except (NotFoundError, BadRequestError, InvalidLimitError) as exc:
-            self.store.fail(task, f"{type(exc).__name__}: {exc}")
+            if exc.endpoint == TOKEN_ENDPOINT:  # the token endpoint's trouble, not the task's
+                await self._back_off(task, exc)
+                return
+            self.store.fail(task, error_text(exc))  # the API's final answer to this request
             self._tasks_failed += 1
             return
         except (ServerError, TransportError, BadResponseError) as exc:
-            # Passing trouble (the client's retry budget ran out, or one bad body): the task goes
-            # back with the attempt counted and is given up after MAX_ATTEMPTS; this worker backs
-            # off first (half a window, doubling), so an outage does not burn the attempts in a
-            # second. A token endpoint that is down is not the task's fault: no attempt counted.
-            token_trouble = exc.endpoint == TOKEN_ENDPOINT
-            if task.attempts >= MAX_ATTEMPTS and not token_trouble:
-                self.store.fail(task, f"{type(exc).__name__}: {exc}")
-                self._tasks_failed += 1
-                return
-            # The task stays leased and in flight while this worker backs off: no other worker
-            # takes it at once (which would burn its attempts in a second), and the crawl
-            # cannot end as "done" with it pending (it did, now and then, before).
-            backoff = self.controller.window / 2 * 2 ** min(task.attempts - 1, 4)
-            await asyncio.sleep(min(backoff, MAX_BACKOFF_SECONDS))
-            self.store.release([task], attempted=not token_trouble)
-            self._in_flight.pop(task.id, None)
+            await self._back_off(task, exc)
             return
         # A simplified artist we hold already can change nothing (the store keeps the fullest
         # form): most of a search page's album and track artists; nor can a full one identical to
@@ -613,6 +656,7 @@ class Crawler:
                 yields=self.planner.yields() if self.planner else {},
                 capabilities=dict(self.capabilities.available),
                 stop_reason=self._stop_reason,
+                retry_in=None if self._retry_at is None else max(0.0, self._retry_at - time.time()),
             )
         )
 
@@ -628,6 +672,7 @@ class Crawler:
             new_artists=self._new_artists,
             tasks_done=self._tasks_done,
             tasks_failed=self._tasks_failed,
+            tasks_backed_off=self._tasks_backed_off,
             estimate=json.loads(self.controller.estimate().to_json()),
             capabilities=dict(self.capabilities.available),
             yields={

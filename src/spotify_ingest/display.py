@@ -35,6 +35,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def retry_text(seconds: float) -> str:
+    """The wait for tasks that back off after passing trouble, when nothing else is left."""
+    return f"only tasks backing off after errors remain; next retry in {seconds:.0f}s"
+
+
 class CrawlDisplay:
     """A progress sink for :class:`~spotify_ingest.crawler.Crawler`.
 
@@ -152,10 +157,12 @@ class CrawlDisplay:
         est = f"{p.limit_estimate:.0f}" if p.limit_estimate else "?"
         limit_rate = p.limit_estimate / p.window if p.limit_estimate else 0.0
         paused = f" paused {p.paused_for:.0f}s" if p.paused_for > 0.5 else ""
+        retry = f" waiting: {retry_text(p.retry_in)}" if p.retry_in is not None else ""
         return (
             f"[{format_duration(p.elapsed)}] artists {p.artists} (full {p.full}) "
             f"requests {p.requests} rate {p.rate:.1f}/s of ~{limit_rate:.1f}/s "
-            f"(limit est. {est}/{p.window:g}s) 429s {p.rate_limited}{paused} eta {self._eta(p)}"
+            f"(limit est. {est}/{p.window:g}s) 429s {p.rate_limited}{paused}{retry} "
+            f"eta {self._eta(p)}"
         )
 
     def _render(self, p: Progress | None) -> Group:
@@ -176,6 +183,8 @@ class CrawlDisplay:
         summary.add_row("eta", self._eta(p))
         if p.paused_for > 0.5:
             summary.add_row("paused", f"{p.paused_for:.0f}s (Retry-After)")
+        if p.retry_in is not None:
+            summary.add_row("waiting", retry_text(p.retry_in))
         yields = Table(title="yield per request (artists + details)", title_justify="left")
         yields.add_column("task kind")
         yields.add_column("value/request", justify="right")

@@ -22,6 +22,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,9 +69,53 @@ def _rows_v1(db: sqlite3.Connection) -> None:
                "'paging')")  # fmt: skip
 
 
+#: Tasks as releases before version 3 failed them: on passing trouble (revived by version 3)
+#: and on a final answer (kept failed).
+FAILED_BEFORE_V3 = {
+    "ServerError: GET /v1/search (/v1/search?q=c): server error 503": "pending",
+    "TransportError: GET /v1/search (/v1/search?q=d): no response (ReadTimeout)": "pending",
+    "BadResponseError: GET /v1/search: body is not JSON": "pending",
+    "NotFoundError: GET /v1/albums/x: not found (404)": "failed",
+    "BadRequestError: GET /v1/search: 400: bad query": "failed",
+}
+
+
+def _failed_before_v3(db: sqlite3.Connection) -> None:
+    db.executemany(
+        "INSERT INTO tasks (kind, key, params, priority, state, attempts, created_at, "
+        "finished_at, error) VALUES ('search', ?, ?, 0, 3, 5, 1.0, 2.0, ?)",
+        [(f'search:{{"n":{n}}}', f'{{"n":{n}}}', e) for n, e in enumerate(FAILED_BEFORE_V3)],
+    )
+
+
+def assert_revived(after: dict[int, list[Any]]) -> None:
+    """``after``: the ``(state, attempts, error)`` of each task of :data:`FAILED_BEFORE_V3`, by
+    its number, once migrated."""
+    for n, (error, expected) in enumerate(FAILED_BEFORE_V3.items()):
+        state, attempts, kept = after[n]
+        if expected == "pending":
+            assert (state, attempts, kept) == (0, 0, None), error
+        else:
+            assert (state, kept) == (3, error), error
+
+
+def _rows_v3(db: sqlite3.Connection) -> None:
+    """Version 3's rows: those of 1, and a task backing off."""
+    _rows_v1(db)
+    db.execute(
+        "INSERT INTO tasks (kind, key, params, priority, state, attempts, created_at, "
+        'not_before, error) VALUES (\'album\', \'album:{"album":"y"}\', \'{"album":"y"}\', '
+        "0, 4, 2, 1.0, 9.0, 'ServerError 502: GET /v1/albums/y: server error 502')"
+    )
+
+
 #: version -> a writer of sample rows in that version's schema (0: no database, nothing to write)
 # (version 2 moved the artists into a rowid table; their columns, and so the rows, are those of 1)
-SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _rows_v1, 2: _rows_v1}
+SAMPLE_ROWS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _rows_v1,
+    2: _rows_v1,
+    3: _rows_v3,
+}
 
 
 def _build(path: Path, version: int) -> None:
@@ -164,3 +209,22 @@ def test_database_from_an_earlier_version_opens_keeps_data_and_works(
     run = run_cli([*CLI, "stats", "--json", "--db", str(old)], cwd=tmp_path)
     assert run.code == 0, str(run)
     assert json.loads(run.stdout)["artists"]["total"] == counts.total + 1
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_tasks_failed_on_passing_trouble_are_revived(tmp_path: Path, version: int) -> None:
+    """Releases before version 3 gave a task up after five 5xx, resets or bad bodies: the
+    migration makes those pending again, as new; final answers (404, 400) stay failed."""
+    old = tmp_path / f"v{version}.db"
+    _build(old, version)
+    with contextlib.closing(sqlite3.connect(old)) as db:
+        _failed_before_v3(db)
+        db.commit()
+    SQLiteStore(old).close()
+    with contextlib.closing(sqlite3.connect(old)) as db:
+        after = {
+            json.loads(params)["n"]: rest
+            for params, *rest in db.execute("SELECT params, state, attempts, error FROM tasks")
+            if '"n"' in params
+        }
+    assert_revived(after)

@@ -22,10 +22,13 @@ from spotify_ingest.store import LeaseLostError, is_postgres_url, open_store
 from spotify_ingest.store.base import CompletionResult, SearchNode, Task, TaskOutcome, TaskSpec
 from spotify_ingest.store.sqlite import SQLiteStore
 
+from ..reliability.test_migrations import FAILED_BEFORE_V3, assert_revived
 from .conftest import PgSchema, in_ci
 
 try:
-    from spotify_ingest.store.pg_schema import SCHEMA_VERSION, VERSION_TABLE
+    from psycopg.types.json import Jsonb
+
+    from spotify_ingest.store.pg_schema import MIGRATIONS, SCHEMA_VERSION, VERSION_TABLE
     from spotify_ingest.store.postgres import PostgresStore, describe_dsn
 except ImportError as exc:  # psycopg missing: SQLite-only install
     if in_ci():
@@ -259,6 +262,26 @@ def test_workers_starting_together_migrate_once(pg_schema: PgSchema) -> None:
         assert conn.execute(f"SELECT version FROM {VERSION_TABLE}").fetchall() == [
             (SCHEMA_VERSION,)
         ]
+
+
+def test_tasks_failed_on_passing_trouble_by_version_1_are_revived(
+    pg_schema: PgSchema, open_pg: Callable[..., PostgresStore]
+) -> None:
+    """As in SQLite (tests/reliability/test_migrations.py): version 2 makes tasks that version 1
+    gave up on passing trouble pending again, as new; final answers stay failed."""
+    with pg_schema.admin() as conn:
+        conn.execute(MIGRATIONS[1].encode())
+        conn.execute(f"UPDATE {VERSION_TABLE} SET version = 1")
+        for n, error in enumerate(FAILED_BEFORE_V3):
+            conn.execute(
+                "INSERT INTO tasks (kind, key, params, state, attempts, created_at, finished_at, "
+                "leased_by, error) VALUES ('search', %s, %s, 3, 5, 1.0, 2.0, 'w0', %s)",
+                (f"search:{n}", Jsonb({"n": n}), error),
+            )
+    open_pg().close()
+    with pg_schema.admin() as conn:
+        rows = conn.execute("SELECT params, state, attempts, error FROM tasks").fetchall()
+    assert_revived({params["n"]: rest for params, *rest in rows})
 
 
 def test_a_newer_schema_is_refused_before_anything_is_written(

@@ -7,6 +7,7 @@ The PostgreSQL runs skip when no server is reachable, and fail under CI (see ``c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +326,44 @@ def test_failed_tasks_are_not_claimed_again(store: Any) -> None:
     store.fail(task, "NotFoundError: no such artist")
     assert store.claim("k", 1) == []
     assert store.task_counts()["k"] == {TaskState.FAILED.name.lower(): 1}
+
+
+def test_backing_off_tasks_wait_for_their_time_and_survive_a_restart(backend: Backend) -> None:
+    s = backend.open()
+    s.add_tasks([TaskSpec("k", {"n": n}) for n in range(3)])
+    a, b, c = s.claim("k", 3)
+    now = time.time()
+    s.back_off(a, "ServerError 503: down", now + 3600, attempted=True)
+    s.back_off(b, "TransportError: no response", now - 1, attempted=False)
+    assert s.next_retry() == pytest.approx(now - 1)
+    assert s.pending_counts() == {} and s.claim("k", 3) == []
+    s.close()
+
+    s = backend.open(create=False)
+    backend.expire_leases()
+    s.recover_leases()  # c was leased by the "crashed" process
+    assert s.task_counts()["k"] == {"backoff": 2, "pending": 1}
+    assert s.wake_due() == 1  # b's time has come; a's has not
+    claimed = {t.id: t for t in s.claim("k", 3)}
+    assert set(claimed) == {b.id, c.id}
+    assert claimed[b.id].attempts == b.attempts  # not counted: as if b had never been claimed
+    assert s.next_retry() == pytest.approx(now + 3600)
+    assert s.next_retry(["k", "other"]) == pytest.approx(now + 3600)
+    assert s.next_retry(["other"]) is None
+    assert [(p.kind, p.state, p.reason, p.count) for p in s.task_problems()] == [
+        ("k", TaskState.BACKOFF, "ServerError 503", 1)
+    ]
+
+
+def test_a_task_backs_off_with_its_attempt_counted(store: Any) -> None:
+    store.add_tasks([TaskSpec("k", {})])
+    (task,) = store.claim("k", 1)
+    store.back_off(task, "ServerError 500: x", time.time() - 1, attempted=True)
+    store.wake_due()
+    (again,) = store.claim("k", 1)
+    assert again.attempts == task.attempts + 1
+    store.complete(again, TaskOutcome())
+    assert store.next_retry() is None and store.task_problems() == []
 
 
 def test_sqlite_users_do_not_need_psycopg(tmp_path: Path) -> None:

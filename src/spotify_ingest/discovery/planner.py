@@ -35,6 +35,9 @@ discovery has grown cheaper than it.
 
 Tasks are claimed from the store in small batches per kind and held in memory; ``release_all``
 gives them back on shutdown (a crash leaves them leased, and the next start recovers them).
+Tasks backing off after passing trouble are not pending: each count of the pending tasks first
+makes those whose time has come pending again (``Store.wake_due``), so they are claimed again
+within ``refresh_every`` results, or as soon as nothing else is pending.
 
 A negative priority means *deferred*: such a task is worth running only once everything above it
 is finished, because what those bring may make it unnecessary (search defers speculative
@@ -149,6 +152,7 @@ class Planner:
     # -- choosing -------------------------------------------------------------------------------
 
     def _refresh(self) -> None:
+        self.store.wake_due()  # backing-off tasks whose time has come are pending again
         if self.hydrate and self.store.pending_counts().get("hydrate", 0) < 4 * self.claim_batch:
             self.store.queue_hydration(self.hydrate_batch, 8 * self.claim_batch)
         self._pending = self.store.pending_counts()
@@ -252,6 +256,11 @@ class Planner:
         self._observed += 1
         if self._observed % self.refresh_every == 0:
             self._stale = True
+
+    def next_retry(self) -> float | None:
+        """When the earliest backing-off task of a kind still chosen here is due (epoch seconds;
+        None: none backs off)."""
+        return self.store.next_retry([k for k in self.kinds if k not in self._disabled])
 
     def disable(self, kind: str) -> None:
         """Stop choosing ``kind`` (its endpoint went away); its tasks stay pending in the store."""

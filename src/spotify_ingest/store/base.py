@@ -7,6 +7,11 @@ claims tasks, makes the request, and hands the outcome to :meth:`Store.complete`
 transaction upserts the artists, marks the task done and inserts the tasks it spawned: a crash at
 any moment either keeps all of that or none of it.
 
+A task is given up (``FAILED``) only on a final answer of the API (an unknown id, a refused
+request). Passing trouble (a 5xx, a reset, a timeout, a bad body) sets it aside in ``BACKOFF``
+with a durable ``not_before``: :meth:`Store.wake_due` makes it pending again once that time has
+passed, in this run or a later one, so a crawl is never finished while one remains.
+
 An artist is known ``SIMPLIFIED`` (id and name, from an album or a track) or ``FULL`` (a full
 artist object: genres, images and whatever else the API still gives this app). A simplified object
 never overwrites a full one.
@@ -15,7 +20,7 @@ never overwrites a full one.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -30,8 +35,11 @@ __all__ = [
     "Store",
     "Task",
     "TaskOutcome",
+    "TaskProblem",
     "TaskSpec",
     "TaskState",
+    "group_problems",
+    "problem_reason",
     "task_key",
 ]
 
@@ -45,7 +53,8 @@ class TaskState(IntEnum):
     PENDING = 0
     LEASED = 1
     DONE = 2
-    FAILED = 3
+    FAILED = 3  # for good: the API's answer is final (unknown id, refused request)
+    BACKOFF = 4  # passing trouble (5xx, reset, timeout, bad body): pending again at not_before
 
 
 def task_key(kind: str, params: Mapping[str, Any]) -> str:
@@ -123,6 +132,40 @@ class CompletionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskProblem:
+    """Tasks of one kind failed for good or backing off, for one reason (``stats``)."""
+
+    kind: str
+    state: TaskState
+    reason: str  # the error's class and HTTP status, such as "ServerError 503"
+    count: int
+    next_retry: float | None  # BACKOFF: the earliest not_before among them (epoch seconds)
+
+
+def problem_reason(error: str | None) -> str:
+    """The reason of a stored task error: its text up to the first ': '."""
+    return (error or "unknown").split(": ", 1)[0]
+
+
+ProblemRow = tuple[str, int, str | None, int, float | None]  # kind, state, error, count, retry
+
+
+def group_problems(rows: Iterable[ProblemRow]) -> list[TaskProblem]:
+    """``(kind, state, error, count, next_retry)`` rows, summed by kind, state and reason."""
+    grouped: dict[tuple[str, int, str], tuple[int, float | None]] = {}
+    for kind, state, error, count, retry in rows:
+        key = (kind, state, problem_reason(error))
+        held, earliest = grouped.get(key, (0, None))
+        if retry is not None and (earliest is None or retry < earliest):
+            earliest = retry
+        grouped[key] = (held + count, earliest)
+    return [
+        TaskProblem(kind, TaskState(state), reason, count, retry)
+        for (kind, state, reason), (count, retry) in sorted(grouped.items())
+    ]
+
+
+@dataclass(frozen=True, slots=True)
 class ArtistCounts:
     total: int
     full: int
@@ -161,6 +204,17 @@ class Store(Protocol):
     def release(self, tasks: Iterable[Task], *, attempted: bool = False) -> None: ...
 
     def fail(self, task: Task, reason: str) -> None: ...
+
+    def back_off(self, task: Task, reason: str, not_before: float, *, attempted: bool) -> None:
+        """Set a leased task aside until ``not_before`` (epoch seconds): passing trouble."""
+
+    def wake_due(self) -> int:
+        """Backing-off tasks whose ``not_before`` has passed become pending; how many."""
+
+    def next_retry(self, kinds: Collection[str] | None = None) -> float | None:
+        """The earliest ``not_before`` of a backing-off task (of ``kinds``; None: none)."""
+
+    def task_problems(self) -> list[TaskProblem]: ...
 
     def recover_leases(self) -> int: ...
 

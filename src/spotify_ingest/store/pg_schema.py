@@ -108,7 +108,20 @@ $$;
 INSERT INTO {VERSION_TABLE} (version) VALUES (0);
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1}
+# Version 2: passing trouble no longer fails a task; it backs off (state 4) until not_before
+# (epoch seconds). Tasks failed for good on passing trouble (a 5xx, a reset or timeout, a bad
+# body) go back to pending, to be asked for again; final answers (404, 400) stay failed.
+_V2 = """
+ALTER TABLE tasks ADD COLUMN not_before DOUBLE PRECISION;
+
+UPDATE tasks SET state = 0, attempts = 0, error = NULL, finished_at = NULL, leased_by = NULL
+WHERE state = 3 AND (error LIKE 'ServerError%' OR error LIKE 'TransportError%'
+                     OR error LIKE 'BadResponseError%');
+
+CREATE INDEX tasks_backoff ON tasks (not_before) WHERE state = 4;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _OUR_TABLES = ("meta", "artists", "tasks", "search_nodes")

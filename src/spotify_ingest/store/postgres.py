@@ -62,7 +62,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -81,8 +81,10 @@ from .base import (
     SearchNode,
     Task,
     TaskOutcome,
+    TaskProblem,
     TaskSpec,
     TaskState,
+    group_problems,
 )
 from .pg_schema import LEASE_LOST_SQLSTATE, migrate, read_version
 
@@ -218,6 +220,15 @@ ON CONFLICT (key) DO NOTHING
 """
 
 _LEASE_UNTIL = "clock_timestamp() + %s * interval '1 second'"  # the server's clock, not ours
+
+# Backing-off tasks whose time has come back to pending; SKIP LOCKED: another worker wakes them.
+_WAKE = """
+UPDATE tasks SET state = 0
+WHERE id IN (
+    SELECT id FROM tasks WHERE state = 4 AND not_before <= %s
+    FOR UPDATE SKIP LOCKED
+)
+"""
 
 # Expired leases back to pending; SKIP LOCKED: a row locked now is being completed or renewed.
 _RECOVER = """
@@ -631,6 +642,44 @@ class PostgresStore:
                 "UPDATE tasks SET state = 3, finished_at = %s, error = %s, lease_until = NULL "
                 "WHERE id = %s AND state = 1 AND leased_by = %s AND attempts = %s",
                 (time.time(), reason[:500], task.id, self.worker_id, task.attempts),
+            )
+        )
+
+    def back_off(self, task: Task, reason: str, not_before: float, *, attempted: bool) -> None:
+        """Set this worker's leased task aside until ``not_before`` (epoch seconds): its request
+        met passing trouble. ``attempted`` as for :meth:`release`; a no-op if the lease is no
+        longer this worker's."""
+        keep = 0 if attempted else 1
+        self._write(
+            lambda c: c.execute(
+                f"UPDATE tasks SET state = 4, attempts = GREATEST(attempts - {keep}, 0), "
+                "    not_before = %s, error = %s, leased_by = NULL, lease_until = NULL "
+                "WHERE id = %s AND state = 1 AND leased_by = %s AND attempts = %s",
+                (not_before, reason[:500], task.id, self.worker_id, task.attempts),
+            )
+        )
+
+    def wake_due(self) -> int:
+        """Backing-off tasks whose ``not_before`` has passed become pending; returns how many."""
+        return self._write(lambda c: max(c.execute(_WAKE, (time.time(),)).rowcount, 0))
+
+    def next_retry(self, kinds: Collection[str] | None = None) -> float | None:
+        """The earliest ``not_before`` of a backing-off task (of ``kinds``; None: none)."""
+        sql = "SELECT MIN(not_before) FROM tasks WHERE state = 4"
+        if kinds is not None:
+            sql += " AND kind = ANY(%s)"
+        args = () if kinds is None else (list(kinds),)
+        row = self._read(lambda c: c.execute(sql, args).fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
+    def task_problems(self) -> list[TaskProblem]:
+        """Tasks failed for good or backing off, by kind, state and reason."""
+        return group_problems(
+            self._read(
+                lambda c: c.execute(
+                    "SELECT kind, state, error, COUNT(*)::int, MIN(not_before) FROM tasks "
+                    "WHERE state IN (3, 4) GROUP BY kind, state, error"
+                ).fetchall()
             )
         )
 

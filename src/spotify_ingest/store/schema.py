@@ -100,7 +100,20 @@ CREATE UNIQUE INDEX artists_id ON artists (id);
 CREATE INDEX artists_to_hydrate ON artists (first_seen) WHERE detail = 0 AND hydration_queued = 0;
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+# Version 3: passing trouble no longer fails a task; it backs off (state 4) until not_before
+# (epoch seconds). Tasks failed for good on passing trouble (a 5xx, a reset or timeout, a bad
+# body) go back to pending, to be asked for again; final answers (404, 400) stay failed.
+_V3 = """
+ALTER TABLE tasks ADD COLUMN not_before REAL;
+
+UPDATE tasks SET state = 0, attempts = 0, error = NULL, finished_at = NULL
+WHERE state = 3 AND (error LIKE 'ServerError%' OR error LIKE 'TransportError%'
+                     OR error LIKE 'BadResponseError%');
+
+CREATE INDEX tasks_backoff ON tasks (not_before) WHERE state = 4;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 SCHEMA_VERSION = max(MIGRATIONS)
 
 

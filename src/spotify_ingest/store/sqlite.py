@@ -72,7 +72,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,10 @@ from .base import (
     SearchNode,
     Task,
     TaskOutcome,
+    TaskProblem,
     TaskSpec,
     TaskState,
+    group_problems,
 )
 from .lock import DatabaseLock
 from .schema import SCHEMA_VERSION, migrate
@@ -678,6 +680,43 @@ class SQLiteStore:
         self._write(
             "UPDATE tasks SET state = 3, finished_at = ?, error = ? WHERE id = ?",
             (time.time(), reason[:500], task.id),
+        )
+
+    def back_off(self, task: Task, reason: str, not_before: float, *, attempted: bool) -> None:
+        """Set a leased task aside until ``not_before`` (epoch seconds): its request met passing
+        trouble. ``attempted`` as for :meth:`release`."""
+        keep = 0 if attempted else 1
+        self._write(
+            f"UPDATE tasks SET state = 4, attempts = MAX(attempts - {keep}, 0), not_before = ?, "
+            "error = ? WHERE id = ? AND state = 1",
+            (not_before, reason[:500], task.id),
+        )
+
+    def wake_due(self) -> int:
+        """Backing-off tasks whose ``not_before`` has passed become pending; returns how many."""
+        try:
+            with self._tx() as db:
+                return db.execute(
+                    "UPDATE tasks SET state = 0 WHERE state = 4 AND not_before <= ?", (time.time(),)
+                ).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to {self.path}: {exc}") from None
+
+    def next_retry(self, kinds: Collection[str] | None = None) -> float | None:
+        """The earliest ``not_before`` of a backing-off task (of ``kinds``; None: none)."""
+        sql = "SELECT MIN(not_before) FROM tasks WHERE state = 4"
+        if kinds is not None:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+        row = self._db.execute(sql, tuple(kinds or ())).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def task_problems(self) -> list[TaskProblem]:
+        """Tasks failed for good or backing off, by kind, state and reason."""
+        return group_problems(
+            self._db.execute(
+                "SELECT kind, state, error, COUNT(*), MIN(not_before) FROM tasks "
+                "WHERE state IN (3, 4) GROUP BY kind, state, error"
+            )
         )
 
     def recover_leases(self) -> int:
