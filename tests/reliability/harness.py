@@ -460,12 +460,16 @@ def kill_while_paused(
     pause_marker: Callable[[], Any],
     timeout: float = 60.0,
     env: Mapping[str, str] | None = None,
+    before_start: Callable[[int], object] | None = None,
 ) -> list[Any]:
     """Start ``cmd``; once ``pause_marker()`` changes (not to None: the crawl met a new 429 and
-    is paused), SIGKILL it and start it again at once, ``kills`` times. Returns the markers."""
+    is paused), SIGKILL it and start it again at once, ``kills`` times. Returns the markers.
+    ``before_start(i)`` runs before the i-th start (a test lowers the limit there)."""
     killed: list[Any] = []
     seen = pause_marker()
-    for _ in range(kills):
+    for i in range(kills):
+        if before_start is not None:
+            before_start(i)
         proc = subprocess.Popen(
             list(cmd), cwd=cwd, env=dict(env) if env is not None else cli_env(),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
