@@ -16,7 +16,9 @@ One call, step by step (``_call``)::
                    guard stops a request that is refused MAX_RATE_LIMIT_REPLAYS times in a row).
                    Retry-After > max_wait -> MustWaitError (wait=True: count down, then replay)
     429 quota      (body error.reason == "QUOTA_EXCEEDED") controller.on_quota_exceeded (or
-                   on_rate_limited), then MustWaitError (wait=True: count down, then replay)
+                   on_rate_limited), then MustWaitError (wait=True: count down, then replay).
+                   With a ``quota`` pacer, it learns the budget and the lockout from this 429
+                   (and from a rate 429 of hours), and every call first awaits ``quota.take()``.
     401            controller.on_success; tokens.invalidate(stale); replay ONCE; again -> Auth..
     403            EndpointUnavailableError
     404            NotFoundError if the endpoint names one object (``/artists/{id}``: the id does
@@ -105,6 +107,7 @@ from .models import (
     decoder,
     parse_playlist_items,
 )
+from .quota import LONG_RETRY_AFTER, QuotaPacer
 from .transport import AiohttpTransport
 
 __all__ = [
@@ -387,6 +390,7 @@ class SpotifyClient:
         retry_budget: RetryBudget | None = None,
         max_connections: int = 64,
         rng: random.Random | None = None,
+        quota: QuotaPacer | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -405,6 +409,7 @@ class SpotifyClient:
         self._max_wait = float(max_wait)
         self._wait = wait
         self._on_wait = on_wait
+        self._quota = quota  # paces every call under the learned quota (see quota.py)
         self._clock: Clock = clock or MonotonicClock()
         self._controller: RateControllerLike = controller or _BarePause(
             self._clock, max_wait=self._max_wait, wait=wait, stats=self.stats
@@ -680,6 +685,7 @@ class SpotifyClient:
             if delay > 0:
                 stats.waited_seconds += delay
                 await self._clock.sleep(delay)
+            slot = await self._quota.take() if self._quota is not None else 0
             ticket = await controller.acquire()
 
             # 2. Send.
@@ -733,6 +739,7 @@ class SpotifyClient:
                     self._on_quota_exceeded(ticket, retry_after)
                 else:
                     controller.on_rate_limited(ticket, retry_after)
+                self._learn_quota(slot, retry_after, quota=reason == QUOTA_REASON)
                 rate_replays += 1
                 not_before = await self._on_429(endpoint, path, retry_after, reason, rate_replays)
                 stats.replays += 1
@@ -783,6 +790,17 @@ class SpotifyClient:
                 continue
 
             raise self._client_error(endpoint, path, response)
+
+    def _learn_quota(self, slot: int, retry_after: float | None, *, quota: bool) -> None:
+        """A 429 spent no quota; a quota 429, or a rate 429 of hours, teaches the pacer the budget
+        and the lockout."""
+        if self._quota is None:
+            return
+        self._quota.refused(slot)
+        if quota:
+            self._quota.on_lockout(self._quota.epoch(), retry_after or DEFAULT_QUOTA_WAIT)
+        elif retry_after is not None and retry_after >= LONG_RETRY_AFTER:
+            self._quota.on_lockout(self._quota.epoch(), retry_after)
 
     async def _get_fast(self, fast: AiohttpTransport, url: str, token: str) -> httpx.Response:
         """One attempt through :meth:`AiohttpTransport.get`: no ``httpx.Request`` is built."""

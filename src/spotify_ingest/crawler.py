@@ -55,6 +55,7 @@ from .errors import (
     TransportError,
 )
 from .models import Artist
+from .quota import SAVE_EVERY, QuotaPacer, describe, meta_key
 from .ratecontrol import LimitEstimate, RateController
 from .store import LeaseLostError
 from .store.base import Task, TaskSpec
@@ -106,6 +107,7 @@ class Progress:
     yields: dict[str, tuple[float, int]]
     capabilities: dict[str, bool]
     stop_reason: str | None
+    quota: str | None = None  # the learned quota, one line (None: none learned)
 
 
 @dataclass
@@ -173,6 +175,7 @@ class Crawler:
         client_id: str,
         api_base: str,
         on_progress: Callable[[Progress], None] | None = None,
+        quota: QuotaPacer | None = None,
     ) -> None:
         if options.strategy not in STRATEGY_KINDS:
             raise SpotifyIngestError(f"unknown strategy {options.strategy!r}")
@@ -182,6 +185,8 @@ class Crawler:
         self.options = options
         self.on_progress = on_progress
         self._estimate_key = estimate_key(client_id, api_base)
+        self.quota = quota
+        self._requests_before = 0  # requests of the tasks done before this run (for the quota)
         self._stop_reason: str | None = None
         self._fatal: BaseException | None = None
         self._started = 0.0
@@ -224,8 +229,20 @@ class Crawler:
     def save_estimate(self) -> None:
         self.store.set_meta(self._estimate_key, json.loads(self.controller.estimate().to_json()))
 
+    @staticmethod
+    def load_quota(store: AnyStore, client_id: str, api_base: str, quota: QuotaPacer) -> None:
+        """Give ``quota`` the ledger and the estimate saved by earlier runs."""
+        quota.load(store.get_meta(meta_key(estimate_key(client_id, api_base))))
+
+    def save_quota(self) -> None:
+        if self.quota is not None:
+            self.quota.dirty = False
+            self.store.set_meta(meta_key(self._estimate_key), self.quota.to_json())
+
     async def _prepare(self) -> tuple[TaskRunner, Planner]:
         recovered = self.store.recover_leases()
+        if self.quota is not None:
+            self._requests_before = self.store.requests_done()
         kinds = STRATEGY_KINDS[self.options.strategy]
         if not self.options.hydrate:
             kinds = kinds - {"hydrate"}
@@ -318,6 +335,7 @@ class Crawler:
             self._in_flight.clear()
         self.store.set_meta("alphabet", runner.search.alphabet.to_json())
         self.save_estimate()
+        self.save_quota()
         self.store.set_meta("last_report", self.report().to_json())
         self.store.flush()  # a failed last commit is an error the user must see
 
@@ -434,7 +452,7 @@ class Crawler:
     # -- reporting ------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        saved = renewed = time.monotonic()
+        saved = renewed = quota_saved = time.monotonic()
         lease = float(getattr(self.store, "lease_seconds", 3 * LEASE_RENEW_SECONDS))
         renew_every = min(LEASE_RENEW_SECONDS, lease / 3)
         while True:
@@ -452,6 +470,9 @@ class Crawler:
             if now - saved > 30.0:
                 saved = now
                 self.save_estimate()
+            if self.quota is not None and self.quota.dirty and now - quota_saved >= SAVE_EVERY:
+                quota_saved = now
+                self.save_quota()
             renew = getattr(self.store, "renew_leases", None)  # PostgreSQL: shared frontier
             if renew is not None and now - renewed > renew_every:
                 renewed = now
@@ -479,7 +500,18 @@ class Crawler:
                 yields=self.planner.yields() if self.planner else {},
                 capabilities=dict(self.capabilities.available),
                 stop_reason=self._stop_reason,
+                quota=self._quota_line(),
             )
+        )
+
+    def _quota_line(self) -> str | None:
+        status = self.quota.status(self.quota.epoch()) if self.quota is not None else None
+        if status is None:
+            return None
+        artists = self._counts.total
+        requests = self._requests_before + self.client.stats.requests
+        return describe(
+            status, artists=artists, requests_per_artist=requests / artists if artists else None
         )
 
     def report(self) -> CrawlReport:

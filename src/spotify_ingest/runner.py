@@ -19,6 +19,7 @@ from .config import ClientSettings, Credentials
 from .crawler import Crawler, CrawlOptions
 from .display import CrawlDisplay
 from .errors import EXIT_SIGINT, EXIT_SIGTERM
+from .quota import QuotaPacer
 from .ratecontrol import RateController
 from .store import is_postgres_url, open_store
 
@@ -133,6 +134,29 @@ def run_crawl(req: CrawlRequest) -> tuple[dict[str, Any], int]:
         return asyncio.run(_crawl(req, endpoint, store, display))
 
 
+def _quota_pacer(
+    req: CrawlRequest,
+    endpoint: _Endpoint,
+    store: SQLiteStore | PostgresStore,
+    display: CrawlDisplay,
+) -> QuotaPacer | None:
+    """The quota pacer of a one-process crawl, with what earlier runs learned (see quota.py).
+
+    Its buckets are a tenth of the rate window (3 s for Spotify), which keeps a simulator run
+    on a compressed clock as exact as a real one. Workers of ``--workers N`` pace no quota.
+    """
+    if req.redis:
+        return None
+    quota = QuotaPacer(
+        bucket=endpoint.window / 10,
+        max_wait=req.max_wait,
+        wait=req.wait,
+        on_wait=display.countdown,
+    )
+    Crawler.load_quota(store, endpoint.credentials.client_id, endpoint.api_base, quota)
+    return quota
+
+
 async def _crawl(
     req: CrawlRequest,
     endpoint: _Endpoint,
@@ -171,6 +195,7 @@ async def _crawl(
         duration=req.duration,
         hydrate=req.hydrate,
     )
+    quota = _quota_pacer(req, endpoint, store, display)
     received: list[int] = []
     async with SpotifyClient(
         endpoint.credentials,
@@ -181,6 +206,7 @@ async def _crawl(
         max_wait=req.max_wait,
         wait=req.wait,
         on_wait=display.countdown,
+        quota=quota,
     ) as client:
         crawler = Crawler(
             store,
@@ -190,6 +216,7 @@ async def _crawl(
             client_id=client_id,
             api_base=endpoint.api_base,
             on_progress=display,
+            quota=quota,
         )
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()
