@@ -78,8 +78,20 @@ def test_refused_calls_spend_no_budget() -> None:
     p = pacer()
     spend(p, T0, 300, 10.0)
     k = p.record(T0 + 31)
-    p.refused(k)
+    p.unspent(k)
     p.on_lockout(T0 + 31, 60.0)
+    assert p.estimate.budget == 300
+
+
+def test_requests_in_flight_at_the_lockout_and_refused_after_it_are_not_budget() -> None:
+    p = pacer()
+    spend(p, T0, 300, 10.0)
+    in_flight = [p.record(T0 + 30.5) for _ in range(8)]
+    p.unspent(in_flight[0])
+    p.on_lockout(T0 + 30.6, 60.0)
+    assert p.estimate.budget == 307
+    for k in in_flight[1:]:
+        p.unspent(k)
     assert p.estimate.budget == 300
 
 
@@ -222,7 +234,7 @@ def run_against(
         if retry_after is None:
             accepted.append(t)
         else:
-            p.refused(k)
+            p.unspent(k)
             if not lockouts or t >= lockouts[-1]:
                 lockouts.append(t + retry_after)
             p.on_lockout(t, retry_after)

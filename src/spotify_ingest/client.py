@@ -686,13 +686,18 @@ class SpotifyClient:
                 stats.waited_seconds += delay
                 await self._clock.sleep(delay)
             slot = await self._quota.take() if self._quota is not None else 0
-            ticket = await controller.acquire()
+            try:
+                ticket = await controller.acquire()
+            except BaseException:  # a pause beyond --max-wait, or cancelled: never sent
+                self._quota_unspent(slot)
+                raise
 
             # 2. Send.
             try:
                 token = await self.tokens.get()
             except BaseException:  # no token (credentials, token endpoint down) or cancelled
                 self._release(ticket)
+                self._quota_unspent(slot)
                 raise
             stats.requests += 1
             started = time.perf_counter()
@@ -791,12 +796,16 @@ class SpotifyClient:
 
             raise self._client_error(endpoint, path, response)
 
+    def _quota_unspent(self, slot: int) -> None:
+        if self._quota is not None:
+            self._quota.unspent(slot)
+
     def _learn_quota(self, slot: int, retry_after: float | None, *, quota: bool) -> None:
         """A 429 spent no quota; a quota 429, or a rate 429 of hours, teaches the pacer the budget
         and the lockout."""
         if self._quota is None:
             return
-        self._quota.refused(slot)
+        self._quota.unspent(slot)
         if quota:
             self._quota.on_lockout(self._quota.epoch(), retry_after or DEFAULT_QUOTA_WAIT)
         elif retry_after is not None and retry_after >= LONG_RETRY_AFTER:

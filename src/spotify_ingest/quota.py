@@ -26,9 +26,10 @@ more, which only a quota explains):
 * the budget ``B`` is the number of calls in the ledger within ``(t0 - P, t0]``, and the
   smallest such number over all lockouts. Fewer than :data:`MIN_EVIDENCE` calls teach nothing
   about the budget (the account spent it elsewhere): only the lockout is kept. Calls answered
-  by a 429 are taken out of the ledger (:meth:`QuotaPacer.refused`): the refused requests in
-  flight beside the one that met the lockout would otherwise count as budget; if the API counts
-  refusals too, the budget learned is only lower than the true one.
+  by a 429, or never sent (stopped before they left), are taken out of the ledger
+  (:meth:`QuotaPacer.unspent`), and out of the count of the last lockout if they were counted
+  before it: the requests in flight beside the one that met the lockout are refused after it.
+  If the API counts refusals as calls, the budget learned is only lower than the true one.
 
 Pacing (:meth:`QuotaPacer.delay`). With a learned budget a call may leave only if fewer than
 ``allowance = floor(B * (1 - margin))`` calls (margin :data:`SAFETY_MARGIN`, 5 %) lie in the last
@@ -249,6 +250,8 @@ class QuotaPacer:
         self._window: deque[list[int]] = deque()  # [bucket index, calls] inside the period
         self._in_window = 0
         self.dirty = False  # changed since the last save
+        # The last lockout of this run: its bucket, the calls it counted, the budget before it.
+        self._lockout: tuple[int, int, int | None] | None = None
 
     # -- time --------------------------------------------------------------------------------
 
@@ -280,7 +283,7 @@ class QuotaPacer:
     # -- the core ------------------------------------------------------------------------------
 
     def record(self, t: float) -> int:
-        """One call sent at ``t``; returns its bucket, for :meth:`refused`."""
+        """One call sent at ``t``; returns its bucket, for :meth:`unspent`."""
         k = self.ledger.record(t)
         if self._window and self._window[-1][0] == k:
             self._window[-1][1] += 1
@@ -290,8 +293,8 @@ class QuotaPacer:
         self.dirty = True
         return k
 
-    def refused(self, k: int) -> None:
-        """The call counted in bucket ``k`` was answered 429: it spent no quota."""
+    def unspent(self, k: int) -> None:
+        """The call counted in bucket ``k`` was answered 429, or never sent: no quota spent."""
         n = self.ledger.counts.get(k, 0)
         if n <= 0:
             return
@@ -304,6 +307,10 @@ class QuotaPacer:
                 entry[1] -= 1
                 self._in_window -= 1
                 break
+        if self._lockout is not None and k <= self._lockout[0]:  # in flight at the lockout
+            bucket, calls, before = self._lockout
+            self._lockout = (bucket, calls - 1, before)
+            self._learn_budget(calls - 1, before)
         self.dirty = True
 
     def delay(self, t: float) -> float:
@@ -339,11 +346,18 @@ class QuotaPacer:
         est.lockouts += 1
         est.observed_at = t
         calls = self.ledger.calls_within(t - est.period, t)
-        if calls >= MIN_EVIDENCE:
-            est.budget = calls if est.budget is None else min(est.budget, calls)
+        self._lockout = (self.ledger.index(t), calls, est.budget)
+        self._learn_budget(calls, est.budget)
         self._set_horizon()
         self._rebuild_window()
         self.dirty = True
+
+    def _learn_budget(self, calls: int, before: int | None) -> None:
+        """The budget from a lockout's count of calls and the budget before that lockout."""
+        if calls >= MIN_EVIDENCE:
+            self.estimate.budget = calls if before is None else min(before, calls)
+        else:
+            self.estimate.budget = before
 
     def status(self, t: float) -> QuotaStatus | None:
         """The quota at ``t`` (None: nothing learned yet)."""
@@ -380,7 +394,7 @@ class QuotaPacer:
 
     async def take(self) -> int:
         """Wait until a call may leave, then count it (the caller sends it at once); returns
-        the call's bucket, for :meth:`refused`.
+        the call's bucket, for :meth:`unspent`.
 
         A wait longer than ``max_wait`` raises :class:`MustWaitError` (exit 75) unless ``wait``.
         """
