@@ -116,8 +116,8 @@ def test_a_later_lockout_keeps_the_lowest_budget_and_the_longest_period() -> Non
 
 
 def test_round_periods() -> None:
-    assert [round_period(s) for s in (1, 60, 61, 540, 599, 3599, 86000, 90000)] == [
-        60, 60, 300, 600, 600, 3600, 86400, 172800,
+    assert [round_period(s) for s in (1, 7, 60, 61, 540, 599, 3599, 86000, 90000)] == [
+        1, 10, 60, 300, 600, 600, 3600, 86400, 172800,
     ]  # fmt: skip
 
 
@@ -170,12 +170,12 @@ def test_take_waits_within_max_wait_and_stops_beyond_it() -> None:
             on_wait=lambda left, reason: waits.append(left),
         )  # fmt: skip
         spend(p, T0, 100, 10.0)
-        p.on_lockout(T0 + 10, 30.0)  # locked out 30 s; the period is a minute
+        p.on_lockout(T0 + 10, 50.0)  # locked out 50 s; the period is a minute
         clock.t = 10.0
-        # The lockout ends at T0 + 40, but the allowance (95 of the 100 calls per minute) is
+        # The lockout ends at T0 + 60, and the allowance (95 of the 100 calls per minute) is
         # spent until the first 10 calls leave the period at T0 + 61: 51 s within --max-wait.
         await p.take()
-        assert clock.t == pytest.approx(61.0) and waits[0] == pytest.approx(30.0)
+        assert clock.t == pytest.approx(61.0) and waits[0] == pytest.approx(50.0)
         for _ in range(94):
             await p.take()
         assert clock.t < 71.0

@@ -17,8 +17,9 @@ Retry-After of ``R`` seconds (or a rate 429 whose Retry-After is :data:`LONG_RET
 more, which only a quota explains):
 
 * the lockout ends at ``t0 + R``: no call leaves before that, in this run or the next;
-* the period ``P`` is ``R`` rounded up to a round duration (:data:`ROUND_PERIODS`: 1, 5, 10,
-  15, 30 minutes, 1, 2, 3, 6, 12 hours, whole days), and never shorter than before. A lockout
+* the period ``P`` is ``R`` rounded up to a round duration (:data:`ROUND_PERIODS`: 1, 2, 5,
+  10, 15, 30 seconds, 1, 5, 10, 15, 30 minutes, 1, 2, 3, 6, 12 hours, whole days), and never
+  shorter than before. A lockout
   lasts one period if the quota counts calls over a rolling period, and until the end of the
   period if it counts them per fixed period: then ``R`` is shorter than the period by the time
   the period had run before the lockout, which the rounding covers unless the lockout came late
@@ -97,7 +98,11 @@ CATALOG_ESTIMATE: Final = 12_000_000
 #: ``error.reason`` of a quota 429; also the reason the pacer's waits report.
 QUOTA_REASON: Final = "QUOTA_EXCEEDED"
 #: Durations (seconds) a quota period is rounded up to; past the last, whole days.
-ROUND_PERIODS: Final = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+ROUND_PERIODS: Final = (
+    *(1, 2, 5, 10, 15, 30),
+    *(60, 300, 600, 900, 1800),
+    *(3600, 7200, 10800, 21600, 43200, 86400),
+)
 
 #: ``on_wait(seconds_left, reason)``, as the client's countdown callback.
 WaitCallback = Callable[[float, str | None], None]
