@@ -8,12 +8,16 @@ period with a lockout of one period, both driven with explicit times.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from spotify_ingest.crawler import estimate_key
 from spotify_ingest.errors import MustWaitError
 from spotify_ingest.quota import (
     CATALOG_ESTIMATE,
@@ -21,9 +25,13 @@ from spotify_ingest.quota import (
     QuotaPacer,
     days_left,
     describe,
+    meta_key,
     round_period,
 )
+from spotify_ingest.ratecontrol import LimitEstimate
 from spotify_ingest.sim.ratelimit import QUOTA_REASON, RateLimiter
+from spotify_ingest.store.sqlite import SQLiteStore
+from tests.reliability.harness import CLI, run_cli
 from tests.sim.conftest import FakeClock
 
 T0 = 1_000_000.0  # wall-clock epoch of the virtual runs
@@ -31,6 +39,10 @@ T0 = 1_000_000.0  # wall-clock epoch of the virtual runs
 
 def pacer(bucket: float = 1.0, **kw: object) -> QuotaPacer:
     return QuotaPacer(bucket=bucket, clock=FakeClock(0.0), wall=lambda: T0, **kw)  # type: ignore[arg-type]
+
+
+def warm_estimate() -> LimitEstimate:
+    return LimitEstimate(limit=90, lower=90, upper=None, window=30.0, observed_at=time.time())
 
 
 def spend(p: QuotaPacer, start: float, calls: int, rate: float) -> float:
@@ -149,7 +161,8 @@ def test_status_and_the_days_left() -> None:
     status = p.status(last + 10)
     assert status is not None
     assert (status.allowance, status.left, status.lockout_until) == (1900, 0, last + 600)
-    assert status.next_refill == T0 + 1 + 600 and status.full_at == math.floor(last) + 1 + 600
+    # The first calls leave the period at T0 + 601, but none may go before the lockout ends.
+    assert status.next_refill == last + 600 and status.full_at == math.floor(last) + 1 + 600
     later = p.status(T0 + 1300)
     assert later is not None and later.left == 1900 and later.next_refill is None
     # 12M artists at 0.16 requests each: 1.92M calls, 1,900 per 10 minutes: 7.0 days.
@@ -279,3 +292,28 @@ def test_quota_reason_is_the_simulators() -> None:
     from spotify_ingest.quota import QUOTA_REASON as OURS
 
     assert OURS == QUOTA_REASON
+
+
+# ------------------------------------------------------------------------------------------------
+# What `spotify-ingest limits` shows of a saved quota
+
+
+def test_limits_shows_the_quota_left_its_refill_and_the_days_left(tmp_path: Path) -> None:
+    db = tmp_path / "limits.db"
+    api = "https://api.spotify.com/v1"
+    now = time.time()
+    p = QuotaPacer(bucket=3.0)
+    spend(p, now - 4000, 25_000, 10.0)  # 2,500 s of calls, locked out 20 h 50 min ago
+    p.on_lockout(now - 1400, 85_000.0)  # a day's period
+    with SQLiteStore(db) as store:
+        store.set_meta(estimate_key("an-app", api), json.loads(warm_estimate().to_json()))
+        store.set_meta(meta_key(estimate_key("an-app", api)), p.to_json())
+    text = run_cli([*CLI, "limits", "--db", str(db)], cwd=tmp_path)
+    assert text.code == 0, text.stderr
+    quota_line = text.stdout.splitlines()[1]
+    assert quota_line.startswith("  quota: 0 of 23,750 calls left per 1d00h; locked out until ")
+    assert "refills from " in quota_line
+    as_json = run_cli([*CLI, "limits", "--db", str(db), "--json"], cwd=tmp_path)
+    (row,) = json.loads(as_json.stdout)
+    assert row["quota"]["estimate"]["budget"] == 25_000
+    assert row["quota"]["status"]["left"] == 0

@@ -81,6 +81,8 @@ __all__ = [
     "days_left",
     "describe",
     "meta_key",
+    "saved_line",
+    "saved_status",
 ]
 
 #: Share of the learned budget kept unspent.
@@ -216,8 +218,9 @@ class QuotaStatus:
     budget: int  # calls per period the lockouts showed
     period: float
     left: int  # calls that may leave now
-    next_refill: float | None  # when the oldest counted calls leave the period (None: full)
-    full_at: float | None  # when every counted call has left it (None: full)
+    next_refill: float | None  # when the oldest counted calls leave the period, and the lockout
+    # has ended (None: nothing counted)
+    full_at: float | None  # when every counted call has left it (None: nothing counted)
     lockout_until: float | None  # the lockout's end, if it is still running
     lockouts: int
 
@@ -372,14 +375,15 @@ class QuotaPacer:
             return None
         self._expire(t)
         counted = self._in_window
+        locked = est.lockout_until if est.lockout_until > t else None
         return QuotaStatus(
             allowance=allowance,
             budget=est.budget,
             period=est.period,
             left=max(0, allowance - counted),
-            next_refill=self._leaves(self._window[0][0]) if self._window else None,
-            full_at=self._leaves(self._window[-1][0]) if self._window else None,
-            lockout_until=est.lockout_until if est.lockout_until > t else None,
+            next_refill=max(self._leaves(self._window[0][0]), locked or t) if counted else None,
+            full_at=max(self._leaves(self._window[-1][0]), locked or t) if counted else None,
+            lockout_until=locked,
             lockouts=est.lockouts,
         )
 
@@ -454,7 +458,27 @@ def days_left(
 
 
 def _clock_time(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch).astimezone().strftime("%H:%M:%S")
+    """Local time of day, with the date if it is not today."""
+    when = dt.datetime.fromtimestamp(epoch).astimezone()
+    same_day = when.date() == dt.datetime.now().astimezone().date()
+    return when.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S")
+
+
+def saved_status(data: Any, now: float) -> tuple[QuotaEstimate, QuotaStatus | None]:
+    """The estimate and the status at ``now`` (epoch) of a state saved by a crawl."""
+    pacer = QuotaPacer(bucket=1.0, wall=lambda: now)
+    pacer.load(data)
+    return pacer.estimate, pacer.status(now)
+
+
+def saved_line(data: Any, now: float, *, artists: int, requests_per_artist: float | None) -> str:
+    """``limits``' line for a saved quota state ('' when it holds nothing learned)."""
+    estimate, status = saved_status(data, now)
+    if status is not None:
+        return describe(status, artists=artists, requests_per_artist=requests_per_artist)
+    if estimate.lockout_until > now:
+        return f"locked out until {_clock_time(estimate.lockout_until)} (no budget learned yet)"
+    return ""
 
 
 def describe(status: QuotaStatus, *, artists: int, requests_per_artist: float | None) -> str:
