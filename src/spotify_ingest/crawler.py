@@ -18,6 +18,10 @@ the crawl: in-flight work is given five seconds to finish, everything claimed go
 and the error propagates to the CLI with all state saved.
 
 Stopping on request (Ctrl-C, SIGTERM, ``--max-*``, ``--duration``) is the same clean path.
+
+With a quota pacer (:mod:`~spotify_ingest.quota`) the crawler keeps its state in the store's meta
+data (loaded by ``load_quota``, saved every ``quota.SAVE_EVERY`` seconds when it changed and at
+the end) and puts the quota's line in every progress snapshot.
 """
 
 from __future__ import annotations
