@@ -18,7 +18,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -37,15 +37,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    scenario = QuotaScenario(
-        quota=args.quota,
-        period=args.period,
-        time_scale=args.time_scale,
-        limit=args.limit,
-        artists=args.artists,
-        minutes=args.minutes,
-        concurrency=args.concurrency,
-    )
+    scenario = QuotaScenario(**{f.name: getattr(args, f.name) for f in fields(QuotaScenario)})
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         out = asyncio.run(run_quota_crawls(Path(tmp) / "quota.db", scenario))
