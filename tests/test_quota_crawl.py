@@ -29,6 +29,7 @@ from spotify_ingest.quota import QuotaPacer
 from spotify_ingest.ratecontrol import LimitEstimate, RateController
 from spotify_ingest.sim.app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SimApp, SimConfig, create_app
 from spotify_ingest.store.sqlite import SQLiteStore
+from tests.reliability.harness import CLI, SimProcess, crawl_cmd, run_cli
 
 API = "http://sim.test/v1"
 WINDOW = 30.0  # simulated seconds, as Spotify's
@@ -151,3 +152,27 @@ async def test_after_one_lockout_a_paced_crawl_never_trips_the_quota(tmp_path: P
     assert out.usage(s.quota) >= 0.9, out.per_period
     assert max(out.per_period) <= s.quota
     assert any("calls left per 10m00s" in line and "days left" in line for line in out.lines)
+
+
+def test_the_cli_learns_the_quota_in_one_run_and_paces_the_next(tmp_path: Path) -> None:
+    """``spotify-ingest crawl`` against ``sim serve --quota 150 --quota-period 10`` in real time:
+    the first run meets the quota (exit 75), the next one (``--wait``) paces under it, and its
+    log and ``limits`` show the quota."""
+    sim_args = ("--artists", "50000", "--window", "1", "--limit", "100")
+    crawl_args = ("--strategy", "search", "--concurrency", "8")
+    with SimProcess(*sim_args, "--quota", "150", "--quota-period", "10") as sim:
+        db = tmp_path / "cli.db"
+        # Start just before a period begins, so that the lockout lasts most of a period.
+        time.sleep(10.0 - (sim.stats()["uptime_s"] + 0.5) % 10.0)
+        first = run_cli(crawl_cmd(sim, db, *crawl_args), cwd=tmp_path)
+        assert first.code == 75, first
+        refused = sim.stats()["rejected_quota"]
+        second = run_cli(crawl_cmd(sim, db, *crawl_args, "--wait", "--duration", "25"),
+                         cwd=tmp_path)  # fmt: skip
+        assert second.code == 0, second
+        stats = sim.stats()
+        limits = run_cli([*CLI, "limits", "--db", str(db)], cwd=tmp_path)
+    assert stats["rejected_quota"] == refused, "the second run tripped the quota again"
+    assert stats["accepted"] >= 150 + 2 * 142
+    assert "quota: " in second.stderr and "calls left per 10s" in second.stderr
+    assert "  quota: " in limits.stdout and "calls left per 10s" in limits.stdout
