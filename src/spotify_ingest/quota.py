@@ -9,7 +9,7 @@ time (``bucket`` seconds; the runner uses a tenth of the rate window) and kept `
 (the learned period, at least :data:`DEFAULT_HORIZON`). It is saved with the store's meta data
 about every :data:`SAVE_EVERY` seconds and at the end of a run, merged into coarser buckets
 (``durable_bucket`` seconds), each bucket's calls counted at its end; a run that loads it puts
-them in the fine bucket of that end. So the ledger survives restarts in bounded size, and a call
+them in the fine bucket that holds that end (which ends no earlier). So the ledger survives restarts in bounded size, and a call
 is never taken for older than it is.
 
 Learning (:meth:`QuotaPacer.on_lockout`), at a quota 429 met at wall time ``t0`` with a
@@ -175,7 +175,7 @@ class CallLedger:
             if isinstance(item, list) and len(item) == 2:
                 coarse, n = item
                 if isinstance(coarse, int) and isinstance(n, int) and n > 0:
-                    self.record(coarse * width - self.bucket / 2, n)
+                    self.record(coarse * width, n)  # a bucket that ends after it
         self.counts = dict(sorted(self.counts.items()))
 
 
