@@ -9,8 +9,8 @@ time (``bucket`` seconds; the runner uses a tenth of the rate window) and kept `
 (the learned period, at least :data:`DEFAULT_HORIZON`). It is saved with the store's meta data
 about every :data:`SAVE_EVERY` seconds and at the end of a run, merged into coarser buckets
 (``durable_bucket`` seconds), each bucket's calls counted at its end; a run that loads it puts
-them in the fine bucket that holds that end (which ends no earlier). So the ledger survives restarts in bounded size, and a call
-is never taken for older than it is.
+them in the fine bucket that holds that end (which ends no earlier). So the ledger survives
+restarts in bounded size, and a call is never taken for older than it is.
 
 Learning (:meth:`QuotaPacer.on_lockout`), at a quota 429 met at wall time ``t0`` with a
 Retry-After of ``R`` seconds (or a rate 429 whose Retry-After is :data:`LONG_RETRY_AFTER` or
