@@ -141,6 +141,7 @@ def store_key(store: SQLiteStore) -> str:
     return f"{row['client']}:{row['api_base']}"
 
 
+@pytest.mark.slow  # 45 s: a lockout of most of a period, then three periods
 async def test_after_one_lockout_a_paced_crawl_never_trips_the_quota(tmp_path: Path) -> None:
     s = QuotaScenario()
     out = await run_quota_crawls(tmp_path / "quota.db", s)
@@ -154,6 +155,7 @@ async def test_after_one_lockout_a_paced_crawl_never_trips_the_quota(tmp_path: P
     assert any("calls left per 10m00s" in line and "days left" in line for line in out.lines)
 
 
+@pytest.mark.slow  # 45 s: a 10 s period in real time, a lockout, then 25 s of crawling
 def test_the_cli_learns_the_quota_in_one_run_and_paces_the_next(tmp_path: Path) -> None:
     """``spotify-ingest crawl`` against ``sim serve --quota 150 --quota-period 10`` in real time:
     the first run meets the quota (exit 75), the next one (``--wait``) paces under it, and its
