@@ -19,18 +19,28 @@ more, which only a quota explains):
 * the lockout ends at ``t0 + R``: no call leaves before that, in this run or the next;
 * the period ``P`` is ``R`` rounded up to a round duration (:data:`ROUND_PERIODS`: 1, 2, 5,
   10, 15, 30 seconds, 1, 5, 10, 15, 30 minutes, 1, 2, 3, 6, 12 hours, whole days), and never
-  shorter than before. A lockout
-  lasts one period if the quota counts calls over a rolling period, and until the end of the
-  period if it counts them per fixed period: then ``R`` is shorter than the period by the time
-  the period had run before the lockout, which the rounding covers unless the lockout came late
-  in it (a later lockout lengthens ``P``). Too long a ``P`` only makes the pacing slower;
+  shorter than before. A lockout lasts one period if the quota counts calls over a rolling
+  period, and until the end of the period if it counts them per fixed period: then ``R`` is
+  shorter than the period by the time the period had run before the lockout, which the rounding
+  covers unless the lockout came late in it;
 * the budget ``B`` is the number of calls in the ledger within ``(t0 - P, t0]``, and the
-  smallest such number over all lockouts. Fewer than :data:`MIN_EVIDENCE` calls teach nothing
-  about the budget (the account spent it elsewhere): only the lockout is kept. Calls answered
-  by a 429, or never sent (stopped before they left), are taken out of the ledger
-  (:meth:`QuotaPacer.unspent`), and out of the count of the last lockout if they were counted
-  before it: the requests in flight beside the one that met the lockout are refused after it.
-  If the API counts refusals as calls, the budget learned is only lower than the true one.
+  smallest such number over all lockouts. Under a quota per fixed period that stretch may
+  reach into the period before: ``B`` is then too high, by at most the budget itself. Fewer
+  than :data:`MIN_EVIDENCE` calls teach nothing about the budget (the account spent it
+  elsewhere): only the lockout is kept. Calls answered by a 429, or never sent (stopped before
+  they left), are taken out of the ledger (:meth:`QuotaPacer.unspent`), and out of the count of
+  the last lockout if they were counted before it: the requests in flight beside the one that
+  met the lockout are refused after it. If the API counts refusals as calls, the budget learned
+  is only lower than the true one.
+
+A lockout met while paced, that ends before a period has passed (``R < P``), can only be that
+of a fixed period, which began at ``t0 + R - P`` if ``P`` is right. If that stretch holds at
+least a third of ``B`` calls, ``P`` is kept and the budget is that count (a ``B`` learned across
+two periods is at most twice the true one). If it holds fewer, the pacing let a second
+allowance into one true period, which began before: the period becomes ``P + R`` rounded up,
+and the count is taken from ``t0 + R`` minus that. A lockout met while paced that lasts ``P`` or
+more is taken as one of a rolling period: the budget is what the last ``P`` held. On the
+simulator's fixed periods a crawl started anywhere in a period meets at most two lockouts.
 
 Pacing (:meth:`QuotaPacer.delay`). With a learned budget a call may leave only if fewer than
 ``allowance = floor(B * (1 - margin))`` calls (margin :data:`SAFETY_MARGIN`, 5 %) lie in the last
@@ -350,21 +360,41 @@ class QuotaPacer:
             self.dirty = True
             return
         est.lockout_until = max(est.lockout_until, t + retry_after)
-        est.period = max(est.period or 0.0, round_period(retry_after))
+        before = est.budget
+        est.period, calls = self._period_and_calls(t, retry_after)
         est.lockouts += 1
         est.observed_at = t
-        calls = self.ledger.calls_within(t - est.period, t)
-        self._lockout = (self.ledger.index(t), calls, est.budget)
-        self._learn_budget(calls, est.budget)
+        self._lockout = (self.ledger.index(t), calls, before)
+        self._learn_budget(calls, before)
         self._set_horizon()
         self._rebuild_window()
         self.dirty = True
 
+    def _period_and_calls(self, t: float, retry_after: float) -> tuple[float, int]:
+        """The period after a lockout met at ``t``, and the calls that lockout shows were
+        allowed in one period (see the module docstring)."""
+        est = self.estimate
+        ledger = self.ledger
+        rounded = round_period(retry_after)
+        if est.period is None or est.budget is None or retry_after >= est.period:
+            period = max(est.period or 0.0, rounded)
+            return period, ledger.calls_within(t - period, t)
+        # Met while paced, and over before a period has passed: a quota per fixed period, whose
+        # last one began at end - P if P is right, and then held the budget, or at least half the
+        # budget learned (which may have counted a stretch across two periods).
+        end = t + retry_after
+        in_period = ledger.calls_within(end - est.period, t)
+        if 3 * in_period >= est.budget:
+            return est.period, in_period
+        period = max(est.period, round_period(est.period + retry_after))
+        return period, ledger.calls_within(end - period, t)
+
     def _learn_budget(self, calls: int, before: int | None) -> None:
-        """The budget from a lockout's count of calls and the budget before that lockout."""
+        """The budget from a lockout's count of calls and the budget learned before over the
+        same period (None: none, or over a shorter one)."""
         if calls >= MIN_EVIDENCE:
             self.estimate.budget = calls if before is None else min(before, calls)
-        else:
+        elif before is not None:
             self.estimate.budget = before
 
     def status(self, t: float) -> QuotaStatus | None:
