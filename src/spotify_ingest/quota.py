@@ -47,10 +47,10 @@ Pacing (:meth:`QuotaPacer.delay`). With a learned budget a call may leave only i
 ``P`` seconds, a call counting from the end of its bucket: at most ``allowance`` calls in any
 stretch of ``P`` seconds. That bound holds whether the API counts its quota per rolling period or
 per fixed one (every fixed period is one such stretch), across runs (the ledger is durable) and
-workers of one process (they share the pacer). The calls are not spread evenly inside a period:
-the rolling window already sets the pace, and an even spread would only lose the budget of the
-hours in which no crawl runs. What this costs: in a stretch of ``P`` seconds the crawl uses up to
-``allowance / B`` (95 %) of the quota.
+the concurrent requests of one crawl (they share the pacer). The calls are not spread evenly
+inside a period: the rolling window already sets the pace, and an even spread would only lose
+the budget of the hours in which no crawl runs. What this costs: in a stretch of ``P`` seconds
+the crawl uses up to ``allowance / B`` (95 %) of the quota.
 
 The margin also covers what the ledger cannot see exactly: a bucket that straddles ``t0 - P``,
 and the calls of at most :data:`SAVE_EVERY` seconds lost with a killed process.
@@ -60,7 +60,7 @@ leave the period (the next refill) and when all of them have (full), and the day
 catalog of :data:`CATALOG_ESTIMATE` artists (an assumption) would take at the crawl's requests
 per artist so far.
 
-Several processes (``crawl --workers N``) do not share a ledger: each keeps its own.
+Several processes (``crawl --workers N``) share no pacer: the runner gives their workers none.
 """
 
 from __future__ import annotations

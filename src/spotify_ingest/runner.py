@@ -143,9 +143,10 @@ def _quota_pacer(
     """The quota pacer of a one-process crawl, with what earlier runs learned (see quota.py).
 
     Its buckets are a tenth of the rate window (3 s for Spotify), which keeps a simulator run
-    on a compressed clock as exact as a real one. Workers of ``--workers N`` pace no quota.
+    on a compressed clock as exact as a real one. The workers of ``crawl --workers N`` pace no
+    quota: each would spend the whole allowance, and a ledger they share is not built.
     """
-    if req.redis:
+    if req.redis or req.worker_id:
         return None
     quota = QuotaPacer(
         bucket=endpoint.window / 10,
