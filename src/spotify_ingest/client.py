@@ -107,7 +107,7 @@ from .models import (
     decoder,
     parse_playlist_items,
 )
-from .quota import LONG_RETRY_AFTER, QuotaPacer
+from .quota import LONG_RETRY_AFTER, QUOTA_REASON, QuotaPacer
 from .transport import AiohttpTransport
 
 __all__ = [
@@ -145,8 +145,6 @@ T = TypeVar("T")
 SEARCH_TYPES: Final = frozenset({"artist", "album", "track", "playlist"})
 #: A request refused by 429 this many times in a row (each after its pause) gives up.
 MAX_RATE_LIMIT_REPLAYS: Final = 64
-#: ``error.reason`` of a quota 429 (the other kind carries another reason or none).
-QUOTA_REASON: Final = "QUOTA_EXCEEDED"
 #: Wait assumed for a quota 429 that carries no Retry-After.
 DEFAULT_QUOTA_WAIT: Final = 3600.0
 #: Bare client, 429 without Retry-After: first pause (doubles per consecutive such 429).

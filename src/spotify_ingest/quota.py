@@ -107,7 +107,8 @@ DEFAULT_HORIZON: Final = 26 * 3600.0
 SAVE_EVERY: Final = 2.0
 #: Artists in Spotify's catalog, assumed for the days left (reports say 11-15 million).
 CATALOG_ESTIMATE: Final = 12_000_000
-#: ``error.reason`` of a quota 429; also the reason the pacer's waits report.
+#: ``error.reason`` of a quota 429 (the other kind carries another reason or none); also the
+#: reason the pacer's waits report.
 QUOTA_REASON: Final = "QUOTA_EXCEEDED"
 #: Durations (seconds) a quota period is rounded up to; past the last, whole days.
 ROUND_PERIODS: Final = (
