@@ -147,6 +147,17 @@ def test_a_saved_state_paces_a_new_run_no_earlier_than_the_old_one() -> None:
     assert q.delay(T0 + 711) == 0.0  # every call counted as late as its 10 s bucket's end
 
 
+def test_the_saved_ledger_forgets_calls_older_than_its_horizon_and_the_calls_given_back() -> None:
+    p = pacer(bucket=3.0)
+    spend(p, T0 - 30 * 3600, 100, 1.0)  # 30 h ago: past the 26 h kept
+    spend(p, T0 - 3600, 100, 1.0)
+    p.unspent(p.record(T0 - 10))
+    saved = p.to_json()["ledger"]
+    assert saved["bucket"] == 60.0
+    assert sum(n for _, n in saved["ends"]) == 100
+    assert saved["ends"][0][0] * 60.0 >= T0 - 3600
+
+
 def test_unreadable_saved_states_are_ignored() -> None:
     for junk in (None, 3, "x", {"estimate": "x", "ledger": {"bucket": -1, "ends": [[1, 2]]}}):
         p = pacer()

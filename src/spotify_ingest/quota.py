@@ -8,9 +8,11 @@ Ledger (:class:`CallLedger`). Every call the crawler sends is counted in buckets
 time (``bucket`` seconds; the runner uses a tenth of the rate window) and kept ``horizon`` seconds
 (the learned period, at least :data:`DEFAULT_HORIZON`). It is saved with the store's meta data
 about every :data:`SAVE_EVERY` seconds and at the end of a run, merged into coarser buckets
-(``durable_bucket`` seconds), each bucket's calls counted at its end; a run that loads it puts
-them in the fine bucket that holds that end (which ends no earlier). So the ledger survives
-restarts in bounded size, and a call is never taken for older than it is.
+(``durable_bucket`` seconds, twenty fine ones), each bucket's calls counted at its end; a run
+that loads it puts them in the fine bucket that holds that end (which ends no earlier). So the
+ledger survives restarts in bounded size (a day of calls: 1,440 saved buckets, 25 kB), and a
+call is never taken for older than it is. The merged buckets are kept up to date as calls are
+recorded: a save costs the event loop about a millisecond.
 
 Learning (:meth:`QuotaPacer.on_lockout`), at a quota 429 met at wall time ``t0`` with a
 Retry-After of ``R`` seconds (or a rate 429 whose Retry-After is :data:`LONG_RETRY_AFTER` or
@@ -135,14 +137,20 @@ def meta_key(estimate_key: str) -> str:
 
 
 class CallLedger:
-    """Calls per bucket of wall-clock time (bucket ``k`` holds the calls of ``[k b, (k+1) b)``)."""
+    """Calls per bucket of wall-clock time (bucket ``k`` holds the calls of ``[k b, (k+1) b)``),
+    and the same calls merged into ``durable_bucket``-second buckets, each counted at its end
+    (``durable``: what is saved, kept up to date as calls are recorded)."""
 
-    def __init__(self, bucket: float, horizon: float = DEFAULT_HORIZON) -> None:
-        if not bucket > 0:
-            raise ValueError("bucket must be > 0")
+    def __init__(
+        self, bucket: float, durable_bucket: float, horizon: float = DEFAULT_HORIZON
+    ) -> None:
+        if not bucket > 0 or not durable_bucket > 0:
+            raise ValueError("bucket widths must be > 0")
         self.bucket = bucket
+        self.durable_bucket = durable_bucket
         self.horizon = horizon
         self.counts: dict[int, int] = {}  # bucket index -> calls, in time order
+        self.durable: dict[int, int] = {}  # durable bucket index -> calls, in time order
 
     def index(self, t: float) -> int:
         return math.floor(t / self.bucket)
@@ -150,32 +158,42 @@ class CallLedger:
     def end(self, k: int) -> float:
         return (k + 1) * self.bucket
 
+    def _durable_index(self, k: int) -> int:
+        """The durable bucket that holds the end of bucket ``k``."""
+        return math.ceil(self.end(k) / self.durable_bucket)
+
     def record(self, t: float, n: int = 1) -> int:
         """Count ``n`` calls at ``t``; returns the bucket index."""
         k = self.index(t)
         self.counts[k] = self.counts.get(k, 0) + n
+        c = self._durable_index(k)
+        self.durable[c] = self.durable.get(c, 0) + n
         return k
+
+    def remove(self, k: int) -> bool:
+        """Take one call out of bucket ``k``; False if it holds none."""
+        if not _take_one(self.counts, k):
+            return False
+        _take_one(self.durable, self._durable_index(k))
+        return True
 
     def calls_within(self, start: float, end: float) -> int:
         """Calls of the buckets that begin after ``start`` and no later than ``end``."""
         return sum(n for k, n in self.counts.items() if start < k * self.bucket <= end)
 
     def prune(self, now: float) -> None:
-        """Forget the buckets that ended more than ``horizon`` seconds before ``now``."""
-        old = [k for k in self.counts if self.end(k) < now - self.horizon]
-        for k in old:
-            del self.counts[k]
+        """Forget the buckets that ended more than ``horizon`` seconds before ``now`` (the
+        oldest first, in the order they were recorded)."""
+        cutoff = now - self.horizon
+        _drop_oldest(self.counts, lambda k: self.end(k) < cutoff)
+        _drop_oldest(self.durable, lambda c: c * self.durable_bucket < cutoff)
 
-    def to_json(self, durable_bucket: float) -> dict[str, Any]:
-        """Buckets merged to ``durable_bucket`` seconds, each counted at its end."""
-        merged: dict[int, int] = {}
-        for k, n in self.counts.items():
-            coarse = math.ceil(self.end(k) / durable_bucket)
-            merged[coarse] = merged.get(coarse, 0) + n
-        return {"bucket": durable_bucket, "ends": sorted(merged.items())}
+    def to_json(self) -> dict[str, Any]:
+        return {"bucket": self.durable_bucket, "ends": sorted(self.durable.items())}
 
     def load(self, data: Any) -> None:
-        """Add the calls of :meth:`to_json` output, each at the end of its saved bucket."""
+        """Add the calls of :meth:`to_json` output: each in the bucket that holds the end of its
+        saved bucket (which ends no earlier), and kept with that end for the next save."""
         if not isinstance(data, dict):
             return
         width = data.get("bucket")
@@ -184,10 +202,33 @@ class CallLedger:
             return
         for item in ends:
             if isinstance(item, list) and len(item) == 2:
-                coarse, n = item
-                if isinstance(coarse, int) and isinstance(n, int) and n > 0:
-                    self.record(coarse * width, n)  # a bucket that ends after it
+                saved, n = item
+                if isinstance(saved, int) and isinstance(n, int) and n > 0:
+                    k = self.index(saved * width)
+                    self.counts[k] = self.counts.get(k, 0) + n
+                    c = math.ceil(saved * width / self.durable_bucket)
+                    self.durable[c] = self.durable.get(c, 0) + n
         self.counts = dict(sorted(self.counts.items()))
+        self.durable = dict(sorted(self.durable.items()))
+
+
+def _take_one(counts: dict[int, int], key: int) -> bool:
+    n = counts.get(key, 0)
+    if n <= 0:
+        return False
+    if n == 1:
+        del counts[key]
+    else:
+        counts[key] = n - 1
+    return True
+
+
+def _drop_oldest(counts: dict[int, int], old: Callable[[int], bool]) -> None:
+    while counts:
+        first = next(iter(counts))
+        if not old(first):
+            return
+        del counts[first]
 
 
 @dataclass
@@ -257,8 +298,7 @@ class QuotaPacer:
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self.ledger = CallLedger(bucket)
-        self.durable_bucket = durable_bucket or 20.0 * bucket
+        self.ledger = CallLedger(bucket, durable_bucket or 20.0 * bucket)
         self.estimate = QuotaEstimate()
         self.margin = margin
         self.max_wait = max_wait
@@ -284,7 +324,7 @@ class QuotaPacer:
         self.ledger.prune(self.epoch())
         return {
             "estimate": asdict(self.estimate),
-            "ledger": self.ledger.to_json(self.durable_bucket),
+            "ledger": self.ledger.to_json(),
         }
 
     def load(self, data: Any) -> None:
@@ -314,13 +354,8 @@ class QuotaPacer:
 
     def unspent(self, k: int) -> None:
         """The call counted in bucket ``k`` was answered 429, or never sent: no quota spent."""
-        n = self.ledger.counts.get(k, 0)
-        if n <= 0:
+        if not self.ledger.remove(k):
             return
-        if n == 1:
-            del self.ledger.counts[k]
-        else:
-            self.ledger.counts[k] = n - 1
         for entry in reversed(self._window):
             if entry[0] == k:
                 entry[1] -= 1
