@@ -36,6 +36,7 @@ from spotify_ingest.errors import (
     UsageError,
 )
 from spotify_ingest.models import Album, Artist, Page, SearchResult
+from spotify_ingest.quota import QuotaPacer
 from spotify_ingest.sim.app import ScaledClock, SimConfig, create_app
 
 pytest.importorskip("spotify_ingest.sim.catalog")
@@ -507,6 +508,36 @@ async def test_quota_with_rate_controller_pauses_it_and_raises_must_wait() -> No
     assert info.value.reason == "QUOTA_EXCEEDED" and info.value.wait_seconds > 500
     assert rc.paused_until > clock.now() + 500
     assert rc.in_flight == 0
+
+
+async def test_a_429_of_hours_is_a_quota_lockout_that_the_next_run_honours() -> None:
+    answered = 0
+
+    def two_hours_after_30(path: str, status: int, headers: list[Any], body: bytes) -> Any:
+        nonlocal answered
+        answered += 1
+        if answered <= 30:
+            return status, headers, body
+        return 429, [(b"retry-after", b"7200")], b'{"error": {"status": 429}}'
+
+    sim = make_sim(rewrite=two_hours_after_30, limit=1000)
+    ids = await sim.artist_ids(40)
+    pacer = QuotaPacer(bucket=1.0)
+    async with sim.client(quota=pacer) as sp:
+        for artist_id in ids[:30]:
+            await sp.artist(artist_id)
+        with pytest.raises(MustWaitError):
+            await sp.artist(ids[30])
+    est = pacer.estimate
+    assert (est.budget, est.period, est.lockouts) == (30, 7200.0, 1)
+    assert est.lockout_until == pytest.approx(time.time() + 7200, abs=5)
+    # The next run, from the saved state: refuses at once, without a request.
+    later = QuotaPacer(bucket=1.0)
+    later.load(pacer.to_json())
+    async with sim.client(quota=later) as sp:
+        with pytest.raises(MustWaitError, match="locked out for 72"):
+            await sp.artist(ids[31])
+    assert answered == 31
 
 
 def test_plain_http_to_a_remote_host_is_refused() -> None:

@@ -45,6 +45,8 @@ from .sim.cli import sim_app
 
 if TYPE_CHECKING:
     from .store.base import TaskProblem
+    from .store.postgres import PostgresStore
+    from .store.sqlite import SQLiteStore
 
 __all__ = ["app", "main"]
 
@@ -421,6 +423,7 @@ def limits(
     with open_store(db, create=False, read_only=True) as store:
         rows = store.rate_estimates()
         deadlines = store.meta_items(DEADLINE_PREFIX + ":")
+        quota_lines = _quota_lines(store, rows)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -429,7 +432,7 @@ def limits(
     if not rows:
         print("no limit learned yet: run a crawl first", file=sys.stderr)
         return
-    for row in rows:
+    for row, quota_line in zip(rows, quota_lines, strict=True):
         est = row["estimate"]
         upper = est.get("upper")
         age = now - float(est.get("observed_at", now))
@@ -438,6 +441,31 @@ def limits(
             f"{est['window']:g}s (known >= {est.get('lower', 0):.0f}, "
             f"< {'?' if upper is None else f'{upper:.0f}'}), learned {age / 60:.0f} min ago"
         )
+        if quota_line:
+            print(f"  quota: {quota_line}")
+
+
+def _quota_lines(store: SQLiteStore | PostgresStore, rows: list[dict[str, Any]]) -> list[str]:
+    """The learned quota of each row of ``rows`` ('' if none), also added to the row as
+    ``quota``: the saved estimate and, if a budget is known, its status now."""
+    from dataclasses import asdict
+
+    from .quota import saved_line, saved_status
+
+    now = time.time()
+    artists = store.artist_counts().total
+    rpa = store.requests_done() / artists if artists else None
+    lines = []
+    for row in rows:
+        data = store.get_meta(f"quota:{row['client']}:{row['api_base']}")
+        estimate, status = saved_status(data, now)
+        if data is not None:
+            row["quota"] = {
+                "estimate": asdict(estimate),
+                "status": None if status is None else asdict(status),
+            }
+        lines.append(saved_line(data, now, artists=artists, requests_per_artist=rpa))
+    return lines
 
 
 def _print_deadlines(rows: list[tuple[str, Any]], now: float) -> None:

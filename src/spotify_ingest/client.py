@@ -16,7 +16,9 @@ One call, step by step (``_call``)::
                    guard stops a request that is refused MAX_RATE_LIMIT_REPLAYS times in a row).
                    Retry-After > max_wait -> MustWaitError (wait=True: count down, then replay)
     429 quota      (body error.reason == "QUOTA_EXCEEDED") controller.on_quota_exceeded (or
-                   on_rate_limited), then MustWaitError (wait=True: count down, then replay)
+                   on_rate_limited), then MustWaitError (wait=True: count down, then replay).
+                   With a ``quota`` pacer, it learns the budget and the lockout from this 429
+                   (and from a rate 429 of hours), and every call first awaits ``quota.take()``.
     401            controller.on_success; tokens.invalidate(stale); replay ONCE; again -> Auth..
     403            EndpointUnavailableError
     404            NotFoundError if the endpoint names one object (``/artists/{id}``: the id does
@@ -109,6 +111,7 @@ from .models import (
     decoder,
     parse_playlist_items,
 )
+from .quota import LONG_RETRY_AFTER, QUOTA_REASON, QuotaPacer
 from .reachability import Reachability, Unanswered, WaitingCallback
 from .transport import AiohttpTransport
 
@@ -148,8 +151,6 @@ T = TypeVar("T")
 SEARCH_TYPES: Final = frozenset({"artist", "album", "track", "playlist"})
 #: A request refused by 429 this many times in a row (each after its pause) gives up.
 MAX_RATE_LIMIT_REPLAYS: Final = 64
-#: ``error.reason`` of a quota 429 (the other kind carries another reason or none).
-QUOTA_REASON: Final = "QUOTA_EXCEEDED"
 #: Wait assumed for a quota 429 that carries no Retry-After.
 DEFAULT_QUOTA_WAIT: Final = 3600.0
 #: Bare client, 429 without Retry-After: first pause (doubles per consecutive such 429).
@@ -399,6 +400,7 @@ class SpotifyClient:
         retry_budget: RetryBudget | None = None,
         max_connections: int = 64,
         rng: random.Random | None = None,
+        quota: QuotaPacer | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
@@ -420,6 +422,8 @@ class SpotifyClient:
         self._on_wait = on_wait
         self.on_429 = on_429
         self.on_wire = 0  # requests sent whose answer has not arrived yet
+
+        self._quota = quota  # paces every call under the learned quota (see quota.py)
         self._clock: Clock = clock or MonotonicClock()
         # Whether the API answers at all; shared with the token provider.
         self.reachability = Reachability(
@@ -707,13 +711,19 @@ class SpotifyClient:
             if delay > 0:
                 stats.waited_seconds += delay
                 await self._clock.sleep(delay)
-            ticket = await controller.acquire()
+            slot = await self._quota.take() if self._quota is not None else 0
+            try:
+                ticket = await controller.acquire()
+            except BaseException:  # a pause beyond --max-wait, or cancelled: never sent
+                self._quota_unspent(slot)
+                raise
 
             # 2. Send.
             try:
                 token = await self.tokens.get()
             except BaseException:  # no token (credentials, token endpoint down) or cancelled
                 self._release(ticket)
+                self._quota_unspent(slot)
                 raise
             stats.requests += 1
             started = time.perf_counter()
@@ -769,6 +779,7 @@ class SpotifyClient:
                     self._on_quota_exceeded(ticket, retry_after)
                 else:
                     controller.on_rate_limited(ticket, retry_after)
+                self._learn_quota(slot, retry_after, quota=reason == QUOTA_REASON)
                 rate_replays += 1
                 not_before = await self._on_429(endpoint, path, retry_after, reason, rate_replays)
                 stats.replays += 1
@@ -819,6 +830,21 @@ class SpotifyClient:
                 continue
 
             raise self._client_error(endpoint, path, response)
+
+    def _quota_unspent(self, slot: int) -> None:
+        if self._quota is not None:
+            self._quota.unspent(slot)
+
+    def _learn_quota(self, slot: int, retry_after: float | None, *, quota: bool) -> None:
+        """A 429 spent no quota; a quota 429, or a rate 429 of hours, teaches the pacer the budget
+        and the lockout."""
+        if self._quota is None:
+            return
+        self._quota.unspent(slot)
+        if quota:
+            self._quota.on_lockout(self._quota.epoch(), retry_after or DEFAULT_QUOTA_WAIT)
+        elif retry_after is not None and retry_after >= LONG_RETRY_AFTER:
+            self._quota.on_lockout(self._quota.epoch(), retry_after)
 
     async def _get_fast(self, fast: AiohttpTransport, url: str, token: str) -> httpx.Response:
         """One attempt through :meth:`AiohttpTransport.get`: no ``httpx.Request`` is built."""

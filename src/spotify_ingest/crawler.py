@@ -36,6 +36,10 @@ Every 429 is written down as a :class:`~spotify_ingest.deadline.RetryDeadline` b
 starts, and a run starts by honouring the one stored (see :mod:`spotify_ingest.deadline`). What
 the crawl waits for is told to ``on_wait(reason, until)`` (``until``: epoch seconds or None) as
 it starts, and ``on_wait(None)`` when it is over.
+
+With a quota pacer (:mod:`~spotify_ingest.quota`) the crawler keeps its state in the store's meta
+data (loaded by ``load_quota``, saved every ``quota.SAVE_EVERY`` seconds when it changed and at
+the end) and puts the quota's line in every progress snapshot.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ from .errors import (
     TransportError,
 )
 from .models import Artist
+from .quota import SAVE_EVERY, QuotaPacer, describe, meta_key
 from .ratecontrol import LimitEstimate, RateController
 from .store import LeaseLostError
 from .store.base import Task, TaskSpec
@@ -148,6 +153,8 @@ class Progress:
     stop_reason: str | None
     # Seconds until the earliest backing-off task is due, while the crawl waits for nothing else
     retry_in: float | None = None
+
+    quota: str | None = None  # the learned quota, one line (None: none learned)
 
 
 @dataclass
@@ -221,6 +228,7 @@ class Crawler:
         api_base: str,
         on_progress: Callable[[Progress], None] | None = None,
         on_wait: WaitNotice | None = None,
+        quota: QuotaPacer | None = None,
     ) -> None:
         if options.strategy not in STRATEGY_KINDS:
             raise SpotifyIngestError(f"unknown strategy {options.strategy!r}")
@@ -235,6 +243,9 @@ class Crawler:
         self._deadline: RetryDeadline | None = None  # the latest one this run knows
         self._waiting_until: float | None = None  # monotonic end of the wait shown (None: none)
         client.on_429 = self.on_429
+
+        self.quota = quota
+        self._requests_before = 0  # requests of the tasks done before this run (for the quota)
         self._stop_reason: str | None = None
         self._fatal: BaseException | None = None
         self._started = 0.0
@@ -346,8 +357,20 @@ class Crawler:
         self._show_wait(None)
         return prepared
 
+    @staticmethod
+    def load_quota(store: AnyStore, client_id: str, api_base: str, quota: QuotaPacer) -> None:
+        """Give ``quota`` the ledger and the estimate saved by earlier runs."""
+        quota.load(store.get_meta(meta_key(estimate_key(client_id, api_base))))
+
+    def save_quota(self) -> None:
+        if self.quota is not None:
+            self.quota.dirty = False
+            self.store.set_meta(meta_key(self._estimate_key), self.quota.to_json())
+
     async def _prepare(self) -> tuple[TaskRunner, Planner]:
         recovered = self.store.recover_leases()
+        if self.quota is not None:
+            self._requests_before = self.store.requests_done()
         kinds = STRATEGY_KINDS[self.options.strategy]
         if not self.options.hydrate:
             kinds = kinds - {"hydrate"}
@@ -473,6 +496,7 @@ class Crawler:
 
     def _save_state(self) -> None:
         self.save_estimate()
+        self.save_quota()
         self.store.set_meta("last_report", self.report().to_json())
         self.store.flush()  # a failed last commit is an error the user must see
 
@@ -609,7 +633,7 @@ class Crawler:
     # -- reporting ------------------------------------------------------------------------------
 
     async def _tick(self) -> None:
-        saved = renewed = time.monotonic()
+        saved = renewed = quota_saved = time.monotonic()
         lease = float(getattr(self.store, "lease_seconds", 3 * LEASE_RENEW_SECONDS))
         renew_every = min(LEASE_RENEW_SECONDS, lease / 3)
         while True:
@@ -629,6 +653,9 @@ class Crawler:
             if self._estimate_due(now - saved):
                 saved = now
                 self.save_estimate()
+            if self.quota is not None and self.quota.dirty and now - quota_saved >= SAVE_EVERY:
+                quota_saved = now
+                self.save_quota()
             renew = getattr(self.store, "renew_leases", None)  # PostgreSQL: shared frontier
             if renew is not None and now - renewed > renew_every:
                 renewed = now
@@ -657,7 +684,18 @@ class Crawler:
                 capabilities=dict(self.capabilities.available),
                 stop_reason=self._stop_reason,
                 retry_in=None if self._retry_at is None else max(0.0, self._retry_at - time.time()),
+                quota=self._quota_line(),
             )
+        )
+
+    def _quota_line(self) -> str | None:
+        status = self.quota.status(self.quota.epoch()) if self.quota is not None else None
+        if status is None:
+            return None
+        artists = self._counts.total
+        requests = self._requests_before + self.client.stats.requests
+        return describe(
+            status, artists=artists, requests_per_artist=requests / artists if artists else None
         )
 
     def report(self) -> CrawlReport:

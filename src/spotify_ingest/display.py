@@ -163,6 +163,8 @@ class CrawlDisplay:
             f"requests {p.requests} rate {p.rate:.1f}/s of ~{limit_rate:.1f}/s "
             f"(limit est. {est}/{p.window:g}s) 429s {p.rate_limited}{paused}{retry} "
             f"eta {self._eta(p)}"
+            f"(limit est. {est}/{p.window:g}s) 429s {p.rate_limited}{paused} eta {self._eta(p)}"
+            f"{_quota_suffix(p)}"
         )
 
     def _render(self, p: Progress | None) -> Group:
@@ -185,6 +187,9 @@ class CrawlDisplay:
             summary.add_row("paused", f"{p.paused_for:.0f}s (Retry-After)")
         if p.retry_in is not None:
             summary.add_row("waiting", retry_text(p.retry_in))
+
+        if p.quota:
+            summary.add_row("quota", p.quota)
         yields = Table(title="yield per request (artists + details)", title_justify="left")
         yields.add_column("task kind")
         yields.add_column("value/request", justify="right")
@@ -197,3 +202,8 @@ class CrawlDisplay:
         if p.stop_reason:
             parts.append(Text(f"stopping: {p.stop_reason}", style="bold"))
         return Group(*parts)
+
+
+def _quota_suffix(p: Progress) -> str:
+    """The log line's quota part (the crawler's one-line summary of the learned quota)."""
+    return f" quota: {p.quota}" if p.quota else ""

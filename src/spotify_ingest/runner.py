@@ -19,6 +19,7 @@ from .config import ClientSettings, Credentials
 from .crawler import Crawler, CrawlOptions, CrawlReport
 from .display import CrawlDisplay
 from .errors import EXIT_SIGINT, EXIT_SIGTERM
+from .quota import QuotaPacer
 from .ratecontrol import RateController
 from .store import is_postgres_url, open_store
 
@@ -142,6 +143,30 @@ def run_crawl(
         return asyncio.run(_crawl(req, endpoint, store, display, on_failure))
 
 
+def _quota_pacer(
+    req: CrawlRequest,
+    endpoint: _Endpoint,
+    store: SQLiteStore | PostgresStore,
+    display: CrawlDisplay,
+) -> QuotaPacer | None:
+    """The quota pacer of a one-process crawl, with what earlier runs learned (see quota.py).
+
+    Its buckets are a tenth of the rate window (3 s for Spotify), which keeps a simulator run
+    on a compressed clock as exact as a real one. The workers of ``crawl --workers N`` pace no
+    quota: each would spend the whole allowance, and a ledger they share is not built.
+    """
+    if req.redis or req.worker_id:
+        return None
+    quota = QuotaPacer(
+        bucket=endpoint.window / 10,
+        max_wait=req.max_wait,
+        wait=req.wait,
+        on_wait=display.countdown,
+    )
+    Crawler.load_quota(store, endpoint.credentials.client_id, endpoint.api_base, quota)
+    return quota
+
+
 async def _crawl(
     req: CrawlRequest,
     endpoint: _Endpoint,
@@ -183,6 +208,7 @@ async def _crawl(
         max_wait=req.max_wait,
         wait=req.wait,
     )
+    quota = _quota_pacer(req, endpoint, store, display)
     received: list[int] = []
     async with SpotifyClient(
         endpoint.credentials,
@@ -194,6 +220,7 @@ async def _crawl(
         wait=req.wait,
         on_wait=display.countdown,
         on_waiting=display.waiting,
+        quota=quota,
     ) as client:
         crawler = Crawler(
             store,
@@ -204,6 +231,7 @@ async def _crawl(
             api_base=endpoint.api_base,
             on_progress=display,
             on_wait=display.waiting,
+            quota=quota,
         )
         loop = asyncio.get_running_loop()
         main_task = asyncio.current_task()
