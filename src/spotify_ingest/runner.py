@@ -18,7 +18,7 @@ from .client import SpotifyClient
 from .config import ClientSettings, Credentials
 from .crawler import Crawler, CrawlOptions, CrawlReport
 from .display import CrawlDisplay
-from .errors import EXIT_SIGINT, EXIT_SIGTERM
+from .errors import EXIT_SIGHUP, EXIT_SIGINT, EXIT_SIGTERM
 from .quota import QuotaPacer
 from .ratecontrol import RateController
 from .store import is_postgres_url, open_store
@@ -32,6 +32,14 @@ if TYPE_CHECKING:
 __all__ = ["CrawlRequest", "run_crawl"]
 
 SPOTIFY_WINDOW = 30.0
+
+#: The signals that stop a crawl cleanly: the stop reason and the exit code of each (a hang-up is
+#: a closed terminal or a dropped SSH session).
+STOP_SIGNALS: dict[int, tuple[str, int]] = {
+    signal.SIGINT: ("interrupted", EXIT_SIGINT),
+    signal.SIGTERM: ("terminated", EXIT_SIGTERM),
+    signal.SIGHUP: ("hung up", EXIT_SIGHUP),
+}
 
 
 @dataclass(frozen=True)
@@ -239,11 +247,11 @@ async def _crawl(
         def on_signal(signum: int) -> None:
             received.append(signum)
             if len(received) == 1:
-                crawler.request_stop("interrupted" if signum == signal.SIGINT else "terminated")
+                crawler.request_stop(STOP_SIGNALS[signum][0])
             elif main_task is not None:  # a second signal: stop now, still committing
                 main_task.cancel()
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, on_signal, signum)
         try:
@@ -257,7 +265,7 @@ async def _crawl(
                     on_failure(_summary(crawler.report(), client))
             raise
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signum)
                 if received:  # stopping already: a signal a moment late must not cut the end short
@@ -266,7 +274,7 @@ async def _crawl(
                 await shared.aclose()
     code = 0
     if received:
-        code = EXIT_SIGTERM if received[0] == signal.SIGTERM else EXIT_SIGINT
+        code = STOP_SIGNALS[received[0]][1]
     summary = _summary(report, client)
     print(
         f"{report.stop_reason}: {report.artists:,} artists ({report.full:,} full), "

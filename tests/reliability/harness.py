@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import signal
@@ -449,6 +450,27 @@ def expire_deadline(path: Path) -> None:
         ).fetchall():
             row = json.loads(value)
             row["until"] = time.time() - 1.0
+            db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(row), key))
+
+
+def pass_time(path: Path, seconds: float) -> None:
+    """Let ``seconds`` of wall-clock time pass for what the database remembers of the API's
+    waits: every stored time (Retry-After deadlines, the quota's lockout end and call ledger)
+    moves that far into the past. A test's stand-in for coming back hours later."""
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        rows = db.execute(
+            "SELECT key, value FROM meta WHERE key LIKE 'retry_deadline:%' OR key LIKE 'quota:%'"
+        ).fetchall()
+        for key, value in rows:
+            row = json.loads(value)
+            if key.startswith("retry_deadline:"):
+                row["until"] -= seconds
+                row["learned_at"] -= seconds
+            else:
+                row["estimate"]["lockout_until"] -= seconds
+                width = row["ledger"]["bucket"]
+                shift = math.ceil(seconds / width)
+                row["ledger"]["ends"] = [[end - shift, n] for end, n in row["ledger"]["ends"]]
             db.execute("UPDATE meta SET value = ? WHERE key = ?", (json.dumps(row), key))
 
 

@@ -276,6 +276,7 @@ def test_sigint_sigterm_stop_cleanly_and_resume(
         for signals, expected, reason in (
             ([signal.SIGINT], 130, "interrupted"),
             ([signal.SIGTERM], 143, "terminated"),
+            ([signal.SIGHUP], 129, "hung up"),  # a closed terminal or a dropped SSH session
             ([signal.SIGINT, signal.SIGINT], 130, "interrupted"),  # second Ctrl-C: stop now
         ):
             code, output, took = _start_and_signal(sim, cmd, tmp_path, signals, 120)
@@ -302,7 +303,7 @@ def test_sigint_sigterm_stop_cleanly_and_resume(
     _assert_same_crawl(end, reference.state)
     results.add(
         "crash_resume_signals",
-        fault="SIGINT, SIGTERM, double SIGINT mid-crawl, then resume",
+        fault="SIGINT, SIGTERM, SIGHUP, double SIGINT mid-crawl, then resume",
         runs=rows,
         artists=len(end.artists),
         artists_reference=len(reference.state.artists),

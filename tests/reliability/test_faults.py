@@ -52,8 +52,8 @@ from .harness import (
     cli_env,
     consistency_problems,
     crawl_cmd,
-    expire_deadline,
     json_error,
+    pass_time,
     read_db,
     run_cli,
     search_requests,
@@ -524,16 +524,25 @@ def test_retry_after_of_hours_exits_75_and_resumes(
     def later(sim: ServedSim, i: int) -> None:  # three hours later: the API answers again
         stopped.append(read_db(tmp_path / "fault.db"))
         switch["on"] = False
-        expire_deadline(tmp_path / "fault.db")  # and the Retry-After stored with it has run out
+        pass_time(tmp_path / "fault.db", 10_800.0)
 
-    out = crawl(tmp_path, faulty=Faulty(answer=long_429), runs=2, between=later)
+    # A Retry-After of hours is taken for a quota lockout: each later run sends at most what the
+    # 3 hours before it allowed, then exits 75 until the next 3 hours have passed (pass_time).
+    out = crawl(tmp_path, faulty=Faulty(answer=long_429), runs=7, between=later)
     first = out.runs[0]
     record(results, "fault_retry_after_hours", "429 with Retry-After: 10800 (3 h; middleware)",
-           out, reference, "exit 75 at once with the resume time, state saved; the same "
-           "command later finished the crawl", injected=out.faulty.answered)  # fmt: skip
+           out, reference, "exit 75 at once with the resume time, state saved; taken for a "
+           "quota of the calls the 3 h before it held: each later run (3 h apart) sent at most "
+           "that many, then exited 75; the same command finished the crawl",
+           injected=out.faulty.answered,
+           exits=[run.code for run in out.runs])  # fmt: skip
     assert_stopped_cleanly(first, 75, stopped[0], "10800", "run the same command again after")
     # Only the requests already in flight (16) met the 429; nothing was sent after it.
     assert out.faulty.answered <= 16 + 1, "it kept sending into a 3-hour Retry-After"
+    budget = first.stats["requests"] - out.faulty.answered
+    for run in out.runs[1:]:
+        assert run.code in (0, 75), str(run)
+        assert run.stats is None or run.stats["requests"] <= budget, "over the learned quota"
     assert_finished_like_reference(out, reference)
 
 
