@@ -248,6 +248,24 @@ def test_load_rebuilds_in_chunks_what_add_records(monkeypatch: pytest.MonkeyPatc
         added.close()
 
 
+def test_a_load_closed_half_way_leaves_the_index_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crawl rebuilds the index a chunk per step, so that a stop can land between chunks;
+    a load closed there undoes its staging (the index answers as before it began)."""
+    monkeypatch.setattr(known_module, "LOAD_CHUNK", 2)
+    rows = [(f"id{i}", name, True) for i, name in enumerate(["Anna", "Bell", "Cleo", "Dora", "Ed"])]
+    known = _known("Zed")
+    try:
+        steps = known.load_in_steps(iter(rows))
+        assert [next(steps), next(steps)] == [2, 4]  # a step a chunk
+        steps.close()  # a stop between chunks
+        assert not known._db.in_transaction  # staging undone, nothing left open
+        assert known.count("a") == (0, 0) and known.count("z") == (1, 1)
+        assert known.load(iter(rows)) == len(rows)  # a later load runs whole
+        assert known.count("a") == (1, 1) and known.count("e") == (1, 1)
+    finally:
+        known.close()
+
+
 def _cached(known: KnownNames, artist_id: str) -> bool:
     """Held, by the recent-ids cache."""
     return known._cached(artist_id) is not None

@@ -367,6 +367,16 @@ class Crawler:
             self.quota.dirty = False
             self.store.set_meta(meta_key(self._estimate_key), self.quota.to_json())
 
+    async def _load_known(self) -> None:
+        """Rebuild the known index from the store, letting the event loop run between chunks:
+        a stop (a signal, ``--duration``) cancels start-up there, the index undone."""
+        steps = self.known.load_in_steps(self.store.iter_names())
+        try:
+            for _ in steps:
+                await asyncio.sleep(0)
+        finally:
+            steps.close()
+
     async def _prepare(self) -> tuple[TaskRunner, Planner]:
         recovered = self.store.recover_leases()
         if self.quota is not None:
@@ -385,7 +395,7 @@ class Crawler:
         plan.overflowed.update(
             n.query for n in nodes if n.status == "overflow" and " " not in n.query
         )
-        self.known.load(self.store.iter_names())
+        await self._load_known()
         runner = TaskRunner(self.client, self.capabilities, plan, kinds, known=self.known)
         usable = frozenset(k for k in kinds if runner.enabled(k))
         seeds: list[TaskSpec] = []

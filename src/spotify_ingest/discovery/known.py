@@ -35,7 +35,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -194,8 +194,19 @@ class KnownNames:
         the store's size: the rows go :data:`LOAD_CHUNK` at a time into two unindexed staging
         tables, and then into the index tables in key order, sorted by SQLite (which spills to
         temporary files), so that the B-trees are built page after page instead of by random
-        insertions (BENCHMARKS.md, session 7, "Resuming").
+        insertions (BENCHMARKS.md, "Resuming").
         """
+        steps = self.load_in_steps(artists)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return int(done.value)
+
+    def load_in_steps(self, artists: Iterable[tuple[str, str, bool]]) -> Generator[int, None, int]:
+        """:meth:`load`, one chunk a step: yields the rows loaded so far after each chunk, so
+        that an event loop can run between chunks; returns the total. Closed before the end
+        (a stop during start-up), it undoes the staging and leaves the index as it was."""
         rows = iter(artists)
         words_of = name_words.__wrapped__  # a million names would only churn the shared cache
         db = self._db
@@ -204,31 +215,40 @@ class KnownNames:
         if db.in_transaction:
             db.execute("COMMIT")
         db.execute("BEGIN")
-        db.execute("DROP TABLE IF EXISTS load_artist")  # left by a load that failed half-way
-        db.execute("DROP TABLE IF EXISTS load_word")
-        db.execute("CREATE TEMP TABLE load_artist (id TEXT NOT NULL, full INTEGER NOT NULL)")
-        db.execute("CREATE TEMP TABLE load_word (word TEXT NOT NULL, id TEXT NOT NULL)")
-        while chunk := list(islice(rows, LOAD_CHUNK)):
-            db.executemany(
-                "INSERT INTO load_artist VALUES (?, ?)", ((i, int(full)) for i, _, full in chunk)
+        try:
+            db.execute("DROP TABLE IF EXISTS load_artist")  # left by a load that failed half-way
+            db.execute("DROP TABLE IF EXISTS load_word")
+            db.execute("CREATE TEMP TABLE load_artist (id TEXT NOT NULL, full INTEGER NOT NULL)")
+            db.execute("CREATE TEMP TABLE load_word (word TEXT NOT NULL, id TEXT NOT NULL)")
+            while chunk := list(islice(rows, LOAD_CHUNK)):
+                db.executemany(
+                    "INSERT INTO load_artist VALUES (?, ?)",
+                    ((i, int(full)) for i, _, full in chunk),
+                )
+                db.executemany(
+                    "INSERT INTO load_word VALUES (?, ?)",
+                    ((w, i) for i, name, _ in chunk for w in words_of(name)),
+                )
+                for artist_id, _, _ in chunk:
+                    ids.add(artist_id)
+                if self._tracked:
+                    self._count_tracked([(i, name, 1, int(full)) for i, name, full in chunk])
+                loaded += len(chunk)
+                yield loaded
+            db.execute(
+                "INSERT INTO artist (id, full) SELECT id, full FROM load_artist WHERE true "
+                "ORDER BY id ON CONFLICT (id) DO UPDATE SET full = MAX(full, excluded.full)"
             )
-            db.executemany(
-                "INSERT INTO load_word VALUES (?, ?)",
-                ((w, i) for i, name, _ in chunk for w in words_of(name)),
+            db.execute(
+                "INSERT OR IGNORE INTO word SELECT word, id FROM load_word ORDER BY word, id"
             )
-            for artist_id, _, _ in chunk:
-                ids.add(artist_id)
-            if self._tracked:
-                self._count_tracked([(i, name, 1, int(full)) for i, name, full in chunk])
-            loaded += len(chunk)
-        db.execute(
-            "INSERT INTO artist (id, full) SELECT id, full FROM load_artist WHERE true ORDER BY id "
-            "ON CONFLICT (id) DO UPDATE SET full = MAX(full, excluded.full)"
-        )
-        db.execute("INSERT OR IGNORE INTO word SELECT word, id FROM load_word ORDER BY word, id")
-        db.execute("DROP TABLE load_artist")
-        db.execute("DROP TABLE load_word")
-        db.execute("COMMIT")
+            db.execute("DROP TABLE load_artist")
+            db.execute("DROP TABLE load_word")
+            db.execute("COMMIT")
+        except BaseException:  # closed early (GeneratorExit) or failed: nothing half-loaded
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         return loaded
 
     def apply(self, changes: Sequence[tuple[str, str, int, int]]) -> None:
