@@ -1,4 +1,4 @@
-"""Crawl benchmark (issue 4): coverage, requests per artist and utilisation, from ground truth.
+"""Crawl benchmark: coverage, requests per artist and utilisation, from ground truth.
 
 Each run starts a fresh simulator PROCESS on a loopback port (same seed, profile, catalog and
 hidden limit for every strategy in a scenario; its own process so that the crawler's CPU and RSS

@@ -1,4 +1,4 @@
-"""Artist upsert throughput of the PostgreSQL store (issue 7): how fast a crawl's results land.
+"""Artist upsert throughput of the PostgreSQL store: how fast a crawl's results land.
 
 Every phase writes through :meth:`PostgresStore.complete`, one task per batch and one transaction
 per task, exactly as the crawler does (claims included, in batches of 100 tasks):

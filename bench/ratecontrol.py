@@ -1,4 +1,4 @@
-"""Benchmark of the adaptive rate controller (issue 3), beside the seed's policy and a fixed rate.
+"""Benchmark of the adaptive rate controller, beside the seed's policy and a fixed rate.
 
 Three parts, each optional:
 

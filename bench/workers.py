@@ -1,4 +1,4 @@
-"""Several workers, one budget (issue 7): N crawl processes against ONE simulator process.
+"""Several workers, one budget: N crawl processes against ONE simulator process.
 
 Three runs, each against a fresh simulator process (``spotify-ingest sim serve``) with a hidden
 limit ``L`` per compressed window ``W`` (2 s), a fresh PostgreSQL schema and a fresh Redis key

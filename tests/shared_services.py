@@ -1,4 +1,4 @@
-"""Redis and PostgreSQL for the several-workers tests (issue 7): reachable, or skip / fail.
+"""Redis and PostgreSQL for the several-workers tests: reachable, or skip / fail.
 
 Redis comes from ``SPOTIFY_INGEST_TEST_REDIS`` (default ``redis://127.0.0.1:6379/0``), PostgreSQL
 from ``SPOTIFY_INGEST_TEST_PG`` (see ``tests/store/conftest.py``). When a server cannot be reached

@@ -1,4 +1,4 @@
-"""Smoke test of the side-by-side benchmark (issue 5): every contender runs and is measured.
+"""Smoke test of the side-by-side benchmark: every contender runs and is measured.
 
 One tiny scenario (2,000 artists, Extended Quota profile, where every contender can crawl), a
 budget of a few seconds per contender, through the ``bench`` command registered on a Typer app of

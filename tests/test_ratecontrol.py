@@ -8,7 +8,7 @@ Two harnesses:
 * a virtual-time asyncio loop (its clock jumps to the next timer instead of sleeping) for the async
   facade: pauses, replays, FIFO order, cancellation, the concurrency cap.
 
-Targets (issue 3), per run of 40 windows unless said otherwise, measured against the model's
+Targets, per run of 40 windows unless said otherwise, measured against the model's
 ground truth. Where physics or arithmetic makes a target unreachable the test asserts what the
 controller does achieve and says why:
 

@@ -1,4 +1,4 @@
-"""The Redis-shared rate budget (issue 7): several controllers, one limit, one pause, one estimate.
+"""The Redis-shared rate budget: several controllers, one limit, one pause, one estimate.
 
 Runs against the real Redis (``tests/shared_services.py``: skip when unreachable, fail under CI)
 and the simulator over real HTTP. Every test has its own key prefix, deleted afterwards.

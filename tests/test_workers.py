@@ -1,4 +1,4 @@
-"""``crawl --workers N`` (issue 7): worker processes sharing one PostgreSQL frontier and one
+"""``crawl --workers N``: worker processes sharing one PostgreSQL frontier and one
 Redis rate budget, against one simulator over real HTTP.
 
 Each test has its own PostgreSQL schema and Redis key prefix (both removed afterwards); without

@@ -65,7 +65,7 @@ class CrawlRequest:
     wait: bool = False
     max_wait: float = 900.0
     env_file: Path = Path(".env")
-    # Several workers (issue 7): the shared rate budget, this worker's lease owner name and lease
+    # Several workers: the shared rate budget, this worker's lease owner name and lease
     # length in a PostgreSQL frontier, and the Redis key prefix (tests and benchmarks).
     redis: str | None = None
     redis_prefix: str | None = None

@@ -1,4 +1,4 @@
-"""Side-by-side crawl benchmark (issue 5): the seed, spotipy, fixed rate, botocore adaptive, ours.
+"""Side-by-side crawl benchmark: the seed, spotipy, fixed rate, botocore adaptive, ours.
 
 Every contender crawls a fresh simulator (same seed, profile, catalog and hidden limit) in its own
 process, on time compressed by the simulator's ``time_scale`` (``scenarios.py``); the harness reads

@@ -1,4 +1,4 @@
-"""``spotify-ingest bench``: the side-by-side benchmark of issue 5 (registered by ``cli.py``).
+"""``spotify-ingest bench``: the side-by-side benchmark (registered by ``cli.py``).
 
     spotify-ingest bench --quick         # ~4.5 min: 5,000 artists (20,000 in large), 9 s per run
     spotify-ingest bench                 # ~27 min: 20,000 artists (100,000 in large), 75 s per run
