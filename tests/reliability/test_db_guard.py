@@ -329,7 +329,8 @@ def test_latin1_dotenv_is_read(tmp_path: Path, slow_sim: SimProcess, results: Re
         cwd=tmp_path, env=cli_env(None, None),
     )  # fmt: skip
     assert run.code == 0, str(run)
-    results.add("input_latin1_dotenv", fault="a Latin-1 .env", exit_code=run.code)
+    results.add("input_latin1_dotenv", bad_input="a .env in Latin-1 (an é in a comment)",
+                exit_code=run.code, message="")  # fmt: skip
 
 
 def test_missing_env_file_named_is_exit_2(
@@ -340,8 +341,8 @@ def test_missing_env_file_named_is_exit_2(
     )
     line = one_line(run, 2, "--env-file absent.env", "does not exist")
     assert not (tmp_path / "c.db").exists()
-    results.add("input_missing_env_file", fault="--env-file absent.env", exit_code=2,
-                message=line)  # fmt: skip
+    results.add("input_missing_env_file", bad_input="--env-file absent.env (no such file)",
+                exit_code=2, message=line)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
