@@ -153,7 +153,6 @@ class Progress:
     stop_reason: str | None
     # Seconds until the earliest backing-off task is due, while the crawl waits for nothing else
     retry_in: float | None = None
-
     quota: str | None = None  # the learned quota, one line (None: none learned)
 
 

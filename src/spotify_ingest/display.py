@@ -113,8 +113,11 @@ class CrawlDisplay:
             self._log_wait(now)
 
     def _log_wait(self, now: float) -> None:
-        """Plain mode: a line for a wait that has lasted long enough and has none yet."""
+        """Plain mode: a line for a wait that has lasted long enough, has none yet and will not
+        be over before it is read."""
         if self._waiting is None or self._wait_logged or now - self._wait_since < WAIT_LOG_AFTER:
+            return
+        if self._waiting_until is not None and self._waiting_until - time.time() < WAIT_LOG_AFTER:
             return
         self._wait_logged = True
         self._last_log = now
@@ -162,9 +165,7 @@ class CrawlDisplay:
             f"[{format_duration(p.elapsed)}] artists {p.artists} (full {p.full}) "
             f"requests {p.requests} rate {p.rate:.1f}/s of ~{limit_rate:.1f}/s "
             f"(limit est. {est}/{p.window:g}s) 429s {p.rate_limited}{paused}{retry} "
-            f"eta {self._eta(p)}"
-            f"(limit est. {est}/{p.window:g}s) 429s {p.rate_limited}{paused} eta {self._eta(p)}"
-            f"{_quota_suffix(p)}"
+            f"eta {self._eta(p)}{_quota_suffix(p)}"
         )
 
     def _render(self, p: Progress | None) -> Group:
