@@ -46,9 +46,17 @@ async def crawl(
     sim_limit: int = 1000,
     concurrency: int = 4,
     on_progress: Callable[[Progress], None] | None = None,
+    offset_rule: str = "offset",
     **options: Any,
 ) -> tuple[CrawlReport, dict[str, Any]]:
-    config = SimConfig(artists=n, seed=7, profile=profile, limit=sim_limit, window=WINDOW)
+    config = SimConfig(
+        artists=n,
+        seed=7,
+        profile=profile,
+        limit=sim_limit,
+        window=WINDOW,
+        offset_rule=offset_rule,
+    )
     app = create_app(config, catalog=catalog(n))
     transport = httpx.ASGITransport(app=app)
     controller = RateController(window=WINDOW, warm_start=warm(), max_concurrency=concurrency)
@@ -94,6 +102,29 @@ async def test_search_reaches_every_artist_in_full_on_a_new_app(tmp_path: Path) 
     assert truth["requests_total"] <= 0.4 * N, "search pages, not one lookup per artist"
     assert truth["escalations"] == 0
     assert report.capabilities["search"] and not report.capabilities.get("related_artists")
+
+
+async def test_search_is_complete_under_either_offset_rule(tmp_path: Path) -> None:
+    """A server that refuses offset + limit > 1000 (400) loses no artist and fails no task.
+
+    In this 10,000-artist catalog the root ``c`` lists exactly 1,010 artists: under the default
+    rule its page at offset 1000 is served; under ``offset+limit`` it is refused, and the node
+    must split instead.
+    """
+    n = 10_000
+    c_total = catalog(n).search("c", ["artist"], 0, 10)["artist"][0]
+    assert 1000 < c_total <= 1010, "the catalog no longer exercises the rule"
+    results = {}
+    for rule in ("offset", "offset+limit"):
+        db = tmp_path / f"{rule}.db"
+        report, _ = await crawl(db, "dev-2026", "search", n=n, offset_rule=rule)
+        assert report.stop_reason == "done"
+        assert report.tasks_failed == 0
+        results[rule] = set(stored(db))
+        with SQLiteStore(db, create=False) as store:
+            status = {node.query: node.status for node in store.search_nodes()}
+        assert status["c"] == ("paging" if rule == "offset" else "split")
+    assert results["offset+limit"] == results["offset"] == everyone(n)
 
 
 async def test_the_heap_that_exists_at_start_is_frozen_for_the_crawl_only(tmp_path: Path) -> None:

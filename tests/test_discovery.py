@@ -393,3 +393,22 @@ def test_the_planner_claims_a_backing_off_task_once_due_and_waits_only_for_kinds
         assert planner.next_retry() == pytest.approx(later)
         planner.disable("album")  # its endpoint went away: nothing to wait for
         assert planner.next_retry() is None
+
+
+def test_a_page_refused_at_the_end_of_the_reach_shrinks_it_and_splits_the_node() -> None:
+    plan = SearchPlan(Alphabet(), limit=10)  # reach 1010
+    plan.totals["c"] = 1010
+    assert plan.refused("c", 0, 10, "node") is None  # a first page: not about the reach
+    assert plan.refused("c", 500, 10, "page") is None  # well inside the reach
+    outcome = plan.refused("c", 1000, 10, "page")
+    assert outcome is not None and plan.max_offset == 990 and plan.reach == 1000
+    assert [(n.query, n.status) for n in outcome.search_nodes] == [("c", "split")]
+    children = {str(t.params["q"]) for t in outcome.spawn}
+    assert {"ca", "cz", "c0"} <= children
+    # An exact run refused there overflows and pairs its word; a pair is beyond the reach.
+    plan.overflowed.add("the")
+    exact = plan.refused("lil", 990, 10, "exact")
+    assert exact is not None and exact.search_nodes[0].status == "overflow"
+    assert [t.params["q"] for t in exact.spawn] == ["lil the"]
+    pair = plan.refused("lil the", 990, 10, "page")
+    assert pair is not None and pair.search_nodes[0].status == "overflow" and not pair.spawn

@@ -327,6 +327,23 @@ async def test_search_paging_and_validation(api: httpx.AsyncClient, catalog: Cat
     assert r.json()["artists"]["next"] is None or r.json()["artists"]["total"] <= 1005
 
 
+async def test_search_offset_plus_limit_rule(make_app: AppFactory) -> None:
+    """``offset_rule="offset+limit"``: a page is served only when offset + limit <= 1000."""
+    async with asgi_client(make_app(limit=1000, offset_rule="offset+limit")) as client:
+        client.headers["Authorization"] = f"Bearer {await get_token(client)}"
+        ok = await client.get("/v1/search?q=a&type=artist&offset=990&limit=10")
+        assert ok.status_code == 200
+        assert ok.json()["artists"]["next"] is None
+        for url in ("offset=991&limit=10", "offset=1000&limit=10", "offset=996&limit=5"):
+            r = await client.get(f"/v1/search?q=a&type=artist&{url}")
+            assert r.status_code == 400 and r.json()["error"]["message"] == "Invalid offset"
+        assert (
+            await client.get("/v1/search?q=a&type=artist&offset=995&limit=5")
+        ).status_code == 200
+    with pytest.raises(ValueError, match="offset rule"):
+        SimConfig(offset_rule="limit").validate()
+
+
 async def test_ids_and_unknown_ids(api: httpx.AsyncClient, catalog: Catalog) -> None:
     assert (await api.get("/v1/artists/not-an-id")).status_code == 400
     r = await api.get(f"/v1/artists/{catalog.album_id(0)}")

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from spotify_ingest.errors import UsageError
+from spotify_ingest.sim import cli as sim_cli
 from spotify_ingest.sim.app import SimConfig
 from spotify_ingest.sim.catalog import Catalog
 from spotify_ingest.sim.cli import sim_app
@@ -109,6 +110,7 @@ def test_bind_socket_reports_port_in_use() -> None:
         ["--algorithm", "leaky"],
         ["--endpoint-limit", "search"],
         ["--fail-rate", "0.6", "--reset-rate", "0.6"],
+        ["--offset-rule", "limit"],
     ],
 )
 def test_cli_bad_flags_exit_2_with_one_line(args: list[str]) -> None:
@@ -118,6 +120,16 @@ def test_cli_bad_flags_exit_2_with_one_line(args: list[str]) -> None:
     assert "Traceback" not in output
     error_lines = [line for line in output.splitlines() if line.startswith("Error")]
     assert len(error_lines) == 1, output
+
+
+def test_cli_offset_rule_reaches_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[SimConfig] = []
+    monkeypatch.setattr(sim_cli, "serve_simulator", lambda config, *_a, **_k: seen.append(config))
+    result = CliRunner().invoke(sim_app, ["serve", "--offset-rule", "offset+limit"])
+    assert result.exit_code == 0, result.output
+    assert [c.offset_rule for c in seen] == ["offset+limit"]
+    CliRunner().invoke(sim_app, ["serve"])
+    assert seen[-1].offset_rule == "offset"
 
 
 def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

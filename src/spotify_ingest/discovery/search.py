@@ -2,7 +2,8 @@
 
 Spotify's search matches each query word as a prefix of a word of the name, case- and
 accent-insensitively, ranks by relevance then popularity, reports an exact ``total``, and serves at
-most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and no more. So:
+most ``offset <= 1000``: a query can show its first ``1000 + limit`` artists and no more (the
+*reach*). So:
 
 * The roots are one-character queries: ``a``-``z``, ``0``-``9``, the Latin letters that do not
   fold to them (``ø``, ``æ``, ``ł`` ...: :data:`LATIN_EXTRA`), one probe letter per other
@@ -49,6 +50,14 @@ search cannot list them (``genre:``/``year:`` filters might; not used). After a 
 script with a small alphabet (Cyrillic, Greek, Arabic, Hebrew, Hangul jamo, kana, Devanagari,
 Thai) every letter of that script is a candidate, as a-z0-9 are after a Latin one; after a CJK
 ideograph, the characters seen to follow it when the node split.
+
+The offset rule is learned, not assumed. A server may serve only pages with ``offset + limit <=
+1000`` and answer 400 past it. A 400 to a page at the end of the reach (``offset + limit >
+max_offset``, never the first page) lowers ``max_offset`` to the refused offset less one page, so
+the reach becomes 1000 and every later node whose total exceeds it splits; the node whose page was
+refused splits then (a plain node), overflows (an exact run: its pairs are queued) or is recorded
+as beyond the reach (a pair), exactly as if its total had exceeded the reach at its first page
+(:meth:`SearchPlan.refused`). Under the default rule no such 400 comes and nothing changes.
 
 A name word is NFKD with non-spacing marks removed, then ``casefold`` (:mod:`spotify_ingest.text`),
 split on anything that is not a letter or digit; a run of CJK ideographs or kana is one word.
@@ -466,6 +475,33 @@ class SearchPlan:
                 nodes.append(SearchNode(query, _parent(query), total, "overflow"))
                 spawn.extend(self._pairs_with(query))
         return TaskOutcome(artists=artists, spawn=spawn, search_nodes=nodes), sorted(new_first)
+
+    def refused(self, query: str, offset: int, limit: int, role: str) -> TaskOutcome | None:
+        """The outcome of a search page the server refused with 400, or None when the refusal
+        is not about the reach (the first page of a query, or a page well inside the reach).
+
+        A page at the end of the reach was refused: the server serves only ``offset + limit <=
+        1000``. The reach shrinks to what it serves, and the query is treated as one whose total
+        exceeds the reach: a plain node splits into its children (the artists that page would
+        have listed are below them), an exact run overflows, a pair is beyond the reach.
+        """
+        if offset <= 0 or offset - limit < 0 or offset + limit <= self.max_offset:
+            return None
+        self.max_offset = min(self.max_offset, offset - limit)
+        total = self.totals.get(query, 0)
+        nodes: list[SearchNode] = []
+        spawn: list[TaskSpec] = []
+        if " " in query:
+            nodes.append(SearchNode(query, query.split()[0], total, "overflow"))
+        elif role == "exact":
+            nodes.append(SearchNode(query, _parent(query), total, "overflow"))
+            spawn.extend(self._pairs_with(query))
+        else:
+            nodes.append(SearchNode(query, _parent(query), total, "split"))
+            likely, rest = self._children(query, ())
+            spawn.extend(search_task(query + c, 0, self.limit, role="node") for c in likely)
+            spawn.extend(search_task(query + c, 0, self.limit, role="spec") for c in rest)
+        return TaskOutcome(spawn=spawn, search_nodes=nodes)
 
     def _pairs_with(self, word: str) -> list[TaskSpec]:
         """The pair queries of a word whose exact run just overflowed, one per earlier such word.

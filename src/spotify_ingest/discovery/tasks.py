@@ -24,6 +24,9 @@ otherwise queues one ``artist_albums`` task per artist found (a task row, an ind
 known-index look-up each) for a kind the planner tries fifty times and retires. The named
 strategies walk their graph in full and have no cap. The strategies (``--strategy``) are sets of
 enabled kinds; see :data:`STRATEGY_KINDS`.
+
+A search page refused with 400 at the end of the reach does not fail its task: the search plan
+turns it into the node's split (``SearchPlan.refused``); any other 400 fails the task as before.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..auth import TOKEN_ENDPOINT
 from ..client import SpotifyClient
+from ..errors import BadRequestError
 from ..models import Album, Artist, Page, SimplifiedAlbum, SimplifiedArtist
 from ..store.base import Task, TaskOutcome, TaskSpec
 from .capabilities import Capabilities
@@ -153,7 +158,17 @@ class TaskRunner:
             later = self.search.defer_again(query, offset, role, bool(p.get("again", False)))
             if later is not None:
                 return TaskOutcome(requests=0, spawn=[later])
-            result = await self.client.search(query, types=SEARCH_TYPES, limit=limit, offset=offset)
+            try:
+                result = await self.client.search(
+                    query, types=SEARCH_TYPES, limit=limit, offset=offset
+                )
+            except BadRequestError as exc:
+                refusal = None
+                if exc.status == 400 and exc.endpoint != TOKEN_ENDPOINT:
+                    refusal = self.search.refused(query, offset, limit, role)
+                if refusal is None:
+                    raise
+                return refusal
             outcome, _roots = self.search.outcome(query, offset, role, result)
             outcome.spawn = [*outcome.spawn, *self._follow_artists(outcome.artists)]
             return outcome

@@ -83,6 +83,7 @@ from .ratelimit import (
 __all__ = [
     "DEMO_CLIENT_ID",
     "DEMO_CLIENT_SECRET",
+    "OFFSET_RULES",
     "ScaledClock",
     "SimApp",
     "SimConfig",
@@ -114,6 +115,10 @@ except ImportError:  # pragma: no cover - depends on the environment
 # Configuration
 
 
+# Search's offset rules (SimConfig.offset_rule): the largest offset served is 1000, or 1000 - limit.
+OFFSET_RULES = ("offset", "offset+limit")
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """Every knob of the simulator (and of ``spotify-ingest sim serve``).
@@ -133,6 +138,9 @@ class SimConfig:
       ``extra_clients`` (more pairs, each with its own buckets).
     * ``time_scale``: simulator seconds per real second. Every duration above is in simulator
       seconds (see the module docstring), so ``time_scale=30`` runs a 30-minute crawl in a minute.
+    * ``offset_rule``: which search pages are served. ``offset`` (default): any ``offset <=
+      1000``, so a query shows ``1000 + limit`` results; ``offset+limit``: only pages with
+      ``offset + limit <= 1000`` (400 "Invalid offset" past it), so a query shows 1000.
     """
 
     artists: int = 20000
@@ -157,6 +165,7 @@ class SimConfig:
     client_secret: str = DEMO_CLIENT_SECRET
     extra_clients: Sequence[tuple[str, str]] = ()  # more (client_id, secret) pairs, own buckets
     time_scale: float = 1.0
+    offset_rule: str = "offset"
 
     def resolved_limit(self) -> int:
         """The hidden limit: ``limit`` or a draw from the seed in [100, 300]."""
@@ -217,6 +226,9 @@ class SimConfig:
                 raise ValueError(f"endpoint limit for {key!r} must be >= 1")
         if not self.client_id or not self.client_secret:
             raise ValueError("client id and secret must not be empty")
+        if self.offset_rule not in OFFSET_RULES:
+            known_rules = ", ".join(OFFSET_RULES)
+            raise ValueError(f"unknown offset rule {self.offset_rule!r}: use one of {known_rules}")
         self.schedule_steps()
 
 
@@ -708,6 +720,7 @@ class _Api:
         self.catalog = state.catalog
         self.profile = state.profile
         self.shapes = state._shapes
+        self.offset_plus_limit = state.config.offset_rule == "offset+limit"
 
     # -- parameter helpers ------------------------------------------------------------------
 
@@ -835,7 +848,10 @@ class _Api:
             if t not in types:
                 types.append(t)
         limit = self._limit("search", params)
-        offset = self._offset(params, _SEARCH_MAX_OFFSET)
+        max_offset = _SEARCH_MAX_OFFSET
+        if self.offset_plus_limit:
+            max_offset = _SEARCH_MAX_OFFSET - limit
+        offset = self._offset(params, max_offset)
         wanted = [t for t in types if t in _CATALOG_SEARCH_TYPES]
         try:
             found = self.catalog.search(q, wanted, offset, limit) if wanted else {}
@@ -863,7 +879,7 @@ class _Api:
                 limit=limit,
                 total=total,
                 lead=[("query", q), ("type", t)],
-                max_offset=_SEARCH_MAX_OFFSET,
+                max_offset=max_offset,
             )
             parts.append(b'"' + t.encode() + b's":' + page)
         return b"{" + b",".join(parts) + b"}"

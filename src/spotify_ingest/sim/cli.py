@@ -15,7 +15,7 @@ import typer
 
 from spotify_ingest.errors import SpotifyIngestError
 
-from .app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, SimConfig
+from .app import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, OFFSET_RULES, SimConfig
 from .profiles import DEFAULT_PROFILE, ENDPOINTS, PROFILES
 from .ratelimit import Algorithm, parse_limit_schedule
 from .server import serve as serve_simulator
@@ -44,6 +44,13 @@ def _check_algorithm(value: str) -> str:
     except ValueError:
         known = ", ".join(a.value for a in Algorithm)
         raise typer.BadParameter(f"unknown algorithm {value!r}: use one of {known}") from None
+
+
+def _check_offset_rule(value: str) -> str:
+    if value not in OFFSET_RULES:
+        known = ", ".join(OFFSET_RULES)
+        raise typer.BadParameter(f"unknown offset rule {value!r}: use one of {known}")
+    return value
 
 
 def _check_schedule(value: str) -> str:
@@ -149,6 +156,14 @@ def serve_command(
             min=0.001, help="Simulator seconds per real second (30: a 30-minute crawl in a minute)."
         ),
     ] = 1.0,
+    offset_rule: Annotated[
+        str,
+        typer.Option(
+            callback=_check_offset_rule,
+            help="Search pages served: offset (offset <= 1000) or offset+limit "
+            "(offset + limit <= 1000); 400 past it.",
+        ),
+    ] = "offset",
     client_id: Annotated[str, typer.Option(help="Accepted client id.")] = DEMO_CLIENT_ID,
     client_secret: Annotated[
         str, typer.Option(help="Accepted client secret.")
@@ -177,6 +192,7 @@ def serve_command(
         client_id=client_id,
         client_secret=client_secret,
         time_scale=time_scale,
+        offset_rule=offset_rule,
     )
     try:
         config.validate()
